@@ -1,0 +1,75 @@
+"""Publishing files so that a DAW never sees a half-written one.
+
+Everything is written under a hidden temporary name in the destination folder (same file
+system, so the final rename is atomic), flushed to disk, then renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+TEMP_MARKER = ".stembridge-tmp"
+
+
+def temp_name_for(final: Path, tag: str) -> Path:
+    """A hidden sibling of `final` that watchers and DAWs ignore; `tag` (a job id) lets a
+    restarted daemon find and remove the leftovers of an interrupted job."""
+    return final.with_name(f".{final.name}{TEMP_MARKER}-{tag}")
+
+
+def is_temp_name(path: Path) -> bool:
+    return TEMP_MARKER in path.name
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(folder: Path) -> None:
+    if os.name == "nt":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish(temp: Path, final: Path) -> None:
+    """Flush `temp` and rename it to `final` (replacing an older version atomically)."""
+    fsync_file(temp)
+    os.replace(temp, final)
+
+
+def write_bytes_atomic(final: Path, data: bytes) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}", suffix=TEMP_MARKER, dir=final.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(name, final)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    fsync_dir(final.parent)
+
+
+def remove_leftovers(folder: Path, tag: str | None = None) -> list[Path]:
+    """Delete temporary files (of one job, or all) below `folder`; returns what was removed."""
+    removed = []
+    if not folder.is_dir():
+        return removed
+    pattern = f"*{TEMP_MARKER}-{tag}" if tag else f"*{TEMP_MARKER}*"
+    for path in folder.rglob(pattern):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
