@@ -110,9 +110,9 @@ class WavWriter:
         bits = self._bytes_per_sample * 8
         block_align = self.channels * self._bytes_per_sample
         tag = _FORMAT_FLOAT if self.bit_depth == "32f" else _FORMAT_PCM
-        # More than two channels or more than 16 bits: WAVE_FORMAT_EXTENSIBLE is what the
-        # spec asks for, and what strict readers insist on.
-        extensible = self.channels > 2 or bits > 16
+        # More than two channels needs WAVE_FORMAT_EXTENSIBLE (a channel layout); for mono
+        # and stereo the plain tags are what libsndfile writes and every DAW reads.
+        extensible = self.channels > 2
         fmt = struct.pack("<HHIIHH", _FORMAT_EXTENSIBLE if extensible else tag, self.channels,
                           self.sample_rate, self.sample_rate * block_align, block_align, bits)
         if extensible:
