@@ -17,6 +17,8 @@ from bridge.errors import StemBridgeError
 
 # Each module under bridge/commands defines NAME, HELP, add_arguments(parser), run(args) -> int.
 COMMANDS: tuple[str, ...] = (
+    "serve",
+    "status",
 )
 
 

@@ -1,0 +1,233 @@
+"""The daemon's lifecycle, in one place: what starts in which order, and the reverse on stop.
+
+Start: check config → folders → single-instance lock → log file → job store (crash recovery)
+→ worker → OSC server → watcher → "serving on HOST:PORT". Stop: the reverse. Nothing that
+can fail at start-up (busy port, unwritable folder) is left half-started: every started part
+is registered on an ExitStack right after it starts.
+
+Signals: the first SIGINT/SIGTERM drains (the running job finishes within
+`daemon.drain_timeout`, else it is re-queued for the next start) and the process exits 0; a
+second one exits at once (130). Jobs stay durable either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import logging.handlers
+import os
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+from bridge import __version__
+from bridge.config import Config
+from bridge.errors import StartupError, StemBridgeError
+from bridge.jobs.service import JobService
+from bridge.jobs.store import JobStore
+
+log = logging.getLogger("bridge.daemon")
+
+LOG_FILE = "stembridge.log"
+LOCK_FILE = "daemon.lock"
+INFO_FILE = "daemon.json"  # pid and OSC address of the running daemon, for `stembridge status`
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_config(config: Config) -> None:
+    if not is_loopback(config.osc_host) and not config.osc_allow:
+        raise StartupError(
+            f"osc.host {config.osc_host} is not a loopback address: list the peers that may send "
+            "requests in osc.allow (config file or STEMBRIDGE_OSC_ALLOW), or use 127.0.0.1")
+
+
+def ensure_folder(path: Path, purpose: str, writable: bool = True) -> None:
+    """Create `path` if needed and prove it usable now, rather than at the first job."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if writable:
+            with tempfile.TemporaryFile(dir=path, prefix=".stembridge-probe-"):
+                pass
+        elif not os.access(path, os.R_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as exc:
+        need = "writable" if writable else "readable"
+        raise StartupError(f"{path}: {purpose} folder is not {need}: {exc.strerror or exc}") from None
+
+
+class Daemon:
+    def __init__(self, config: Config, verbose: bool = False) -> None:
+        self.config = config
+        self.verbose = verbose
+        self.service: JobService | None = None
+        self.osc_port: int | None = None
+        self._stop = threading.Event()
+
+    # -- the whole life ------------------------------------------------------------------
+    def run(self) -> int:
+        """Start, serve until a signal, stop. Must be called from the main thread."""
+        signals_seen = 0
+
+        def on_signal(signum: int, _frame: object) -> None:
+            nonlocal signals_seen
+            signals_seen += 1
+            if signals_seen > 1:
+                os.write(2, b"stembridge: second signal: exiting now (queued and running jobs resume at the next start)\n")
+                os._exit(130)
+            log.info("%s received: stopping (send it again to exit at once)", signal.Signals(signum).name)
+            self._stop.set()
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            with self.running():
+                self._stop.wait()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        log.info("stopped")
+        return 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Daemon]:
+        """Everything started, in order; on exit (or a failed start) stopped in reverse."""
+        config = self.config
+        with contextlib.ExitStack() as stack:
+            check_config(config)
+            ensure_folder(config.paths_state_dir, "state")
+            ensure_folder(config.paths_output, "output")
+            for folder in config.paths_watch:
+                ensure_folder(folder, "watch", writable=False)
+            stack.enter_context(_instance_lock(config.paths_state_dir))
+            stack.enter_context(_file_logging(config, self.verbose))
+            for key, value, origin in config.non_default():
+                log.info("config: %s = %s (%s)", key, _show(value), origin)
+
+            store = JobStore(config.sqlite_path)
+            stack.callback(store.close)
+            self.service = JobService(config, store)
+            self.service.start()
+            stack.callback(self._stop_service)
+
+            self.osc_port = self._start_osc(stack)
+            self._start_watcher(stack)
+
+            _write_info(config, self.osc_port)
+            stack.callback((config.paths_state_dir / INFO_FILE).unlink, missing_ok=True)
+            pending = len(self.service.pending())
+            log.info("watching %s; stems go to %s%s", ", ".join(map(str, config.paths_watch)),
+                     config.paths_output, f"; {pending} jobs to resume" if pending else "")
+            log.info("serving on %s:%d", config.osc_host, self.osc_port)
+            yield self
+            log.info("stopping")
+
+    # -- parts -----------------------------------------------------------------------------
+    def _start_osc(self, stack: contextlib.ExitStack) -> int:
+        from bridge.osc.server import OscServer
+
+        config = self.config
+        server = OscServer(config.osc_host, config.osc_port, self.service, list(config.osc_allow))
+        try:
+            server.start()
+        except StemBridgeError:
+            raise
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen for OSC on {config.osc_host}:{config.osc_port}: {exc.strerror or exc} "
+                "(is another stembridge running? choose another port with --osc-port)") from None
+        stack.callback(server.stop)
+        return int(server.port)
+
+    def _start_watcher(self, stack: contextlib.ExitStack) -> None:
+        from bridge.watcher import FolderWatcher
+
+        config = self.config
+        # The daemon's own outputs and state must never become jobs, even when they sit
+        # inside a watched folder.
+        ignore = [config.paths_output, config.paths_state_dir]
+        watcher = FolderWatcher(list(config.paths_watch), ignore, self._on_bounce)
+        watcher.start()
+        stack.callback(watcher.stop)
+
+    def _on_bounce(self, path: Path) -> None:
+        assert self.service is not None
+        try:
+            self.service.submit(path, {}, origin="watch")
+        except StemBridgeError as exc:
+            log.warning("not queued: %s", exc)
+
+    def _stop_service(self) -> None:
+        assert self.service is not None
+        timeout = self.config.daemon_drain_timeout
+        running = self.service.running()
+        if running is not None:
+            log.info("waiting up to %.0f s for job %s to finish", timeout, running.id)
+        self.service.stop(timeout)
+
+
+def _show(value: object) -> str:
+    if isinstance(value, tuple):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return str(value)
+
+
+@contextlib.contextmanager
+def _instance_lock(state_dir: Path) -> Iterator[None]:
+    """One daemon per state folder: two would run every job twice. The OS drops the lock
+    when the process dies, so a crash never leaves a stale lock behind."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; the port check still stops a second daemon
+        yield
+        return
+    path = state_dir / LOCK_FILE
+    handle = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise StartupError(f"{state_dir}: another stembridge daemon is using this state folder") from None
+        yield
+    finally:
+        handle.close()
+
+
+@contextlib.contextmanager
+def _file_logging(config: Config, verbose: bool) -> Iterator[None]:
+    root = logging.getLogger()
+    level = logging.DEBUG if verbose else getattr(logging, config.daemon_log_level.upper())
+    previous_level = root.level
+    root.setLevel(level)
+    handler = logging.handlers.RotatingFileHandler(
+        config.paths_state_dir / LOG_FILE, maxBytes=2 * 1024 * 1024, backupCount=3, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        root.setLevel(previous_level)
+
+
+def _write_info(config: Config, port: int) -> None:
+    from bridge.atomic import write_bytes_atomic
+
+    info = {"pid": os.getpid(), "osc_host": config.osc_host, "osc_port": port,
+            "version": __version__, "started": time.time()}
+    write_bytes_atomic(config.paths_state_dir / INFO_FILE, json.dumps(info).encode())

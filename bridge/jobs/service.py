@@ -1,0 +1,182 @@
+"""JobService: the one door through which jobs enter, are cancelled and are observed.
+
+The watcher and the OSC server call `submit`/`cancel`/`jobs`; the OSC notifier registers as a
+listener. Requests are validated here, once, whatever their origin: the path must name an
+existing file inside the allowed roots, the options must be valid separation options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from pathlib import Path
+from typing import Callable
+
+from bridge.atomic import TEMP_MARKER
+from bridge.config import Config
+from bridge.errors import ConfigError, InputError
+from bridge.jobs.events import JobEvent
+from bridge.jobs.store import QUEUED, RUNNING, Job, JobStore
+from bridge.jobs.worker import Progress, Runner, Worker
+
+__all__ = ["Job", "JobEvent", "JobService", "clean_partial_outputs"]
+
+log = logging.getLogger("bridge.jobs")
+
+Listener = Callable[[JobEvent], None]
+
+
+class JobService:
+    def __init__(self, config: Config, store: JobStore, runner: Runner | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.roots = tuple(Path(p).resolve() for p in (*config.paths_watch, *config.paths_allowed_roots))
+        self._listeners: list[Listener] = []
+        self._listeners_lock = threading.Lock()
+        self._worker = Worker(store, runner or SeparatorRunner(config), self._emit)
+
+    # -- lifecycle (the daemon calls these) ------------------------------------------------
+    def start(self) -> None:
+        """Recover what a crash left running, then start the worker."""
+        requeued, failed = self.store.recover()
+        for job in requeued:
+            removed = clean_partial_outputs(job)
+            log.info("job %s was interrupted; re-queued%s", job.id,
+                     f" ({removed} partial files removed)" if removed else "")
+        for job in failed:
+            clean_partial_outputs(job)
+            log.warning("job %s: %s", job.id, job.error)
+        self._worker.start()
+
+    def stop(self, drain_timeout: float) -> bool:
+        return self._worker.stop(drain_timeout)
+
+    # -- the interface the watcher and the OSC server use ------------------------------------
+    def submit(self, source: Path, options: dict[str, str], origin: str,
+               reply_to: tuple[str, int] | None = None) -> Job:
+        """Validate and queue a separation. Raises InputError (path) or ConfigError (options)."""
+        resolved = self._check_source(Path(source))
+        options = dict(options)
+        request = self._request(resolved, options)
+        job = self.store.add(resolved, self.config.paths_output, request.quality, options, origin, reply_to)
+        log.info("job %s queued (%s): %s", job.id, origin, resolved)
+        self._emit(JobEvent("queued", job))
+        self._worker.notify()
+        return job
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a queued job at once, or ask the running one to stop. The `cancelled`
+        event follows when it has stopped (a running job may still end as done if it was
+        already publishing). Unknown or finished job → ConfigError."""
+        job = self.store.get(job_id)
+        if job is None:
+            raise ConfigError(f"no job with id {job_id!r}")
+        if self.store.cancel_if_queued(job_id):
+            job = self.store.get(job_id)
+            assert job is not None
+            log.info("job %s cancelled before it started", job_id)
+            self._emit(JobEvent("cancelled", job))
+            return job
+        if self._worker.cancel(job_id):
+            return self.store.get(job_id) or job
+        job = self.store.get(job_id) or job
+        raise ConfigError(f"job {job_id} is already {job.state}; only queued or running jobs can be cancelled")
+
+    def jobs(self, job_id: str | None = None) -> list[Job]:
+        """All jobs in submission order, or the one with `job_id` ([] if unknown)."""
+        return self.store.find(job_id)
+
+    def running(self) -> Job | None:
+        return self._worker.current
+
+    def pending(self) -> list[Job]:
+        return self.store.find(states=(QUEUED, RUNNING))
+
+    def add_listener(self, listener: Listener) -> None:
+        """`listener(event)` is called from the worker thread (and the submitter's thread for
+        `queued`); it must not block. Exceptions it raises are logged and ignored."""
+        with self._listeners_lock:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        with self._listeners_lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    # -- internals ----------------------------------------------------------------------------
+    def _emit(self, event: JobEvent) -> None:
+        with self._listeners_lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(event)
+            except Exception:  # one broken listener must not stop the worker
+                log.exception("job listener %r failed on %s", listener, event.kind)
+
+    def _check_source(self, source: Path) -> Path:
+        if not source.is_absolute():
+            raise InputError(source, "the path must be absolute (the daemon does not share your working folder)")
+        resolved = source.resolve()
+        # Resolve before checking, so a symlink or `..` cannot lead outside the roots.
+        if not any(resolved.is_relative_to(root) for root in self.roots):
+            roots = ", ".join(str(r) for r in self.roots)
+            raise InputError(source, f"outside the allowed folders ({roots}); add its folder to paths.allowed_roots")
+        if not resolved.exists():
+            raise InputError(source, "no such file")
+        if not resolved.is_file():
+            raise InputError(source, "not a file")
+        return resolved
+
+    def _request(self, source: Path, options: dict[str, str]):  # -> pipeline.SeparationRequest
+        return make_request(self.config, source, self.config.paths_output, options)
+
+
+def make_request(config: Config, source: Path, output_root: Path, options: dict[str, str],
+                 job_id: str | None = None):
+    """The SeparationRequest for a job: the configured defaults under the job's options."""
+    from bridge.pipeline import SeparationRequest  # torch-heavy: only when a job is made
+
+    merged = {"quality": config.engine_quality, **options}
+    if config.engine_model and "model" not in merged:
+        merged["model"] = config.engine_model
+    request = SeparationRequest.from_options(source, output_root, merged)
+    return dataclasses.replace(request, job_id=job_id) if job_id else request
+
+
+class SeparatorRunner:
+    """Runs jobs with one `bridge.pipeline.Separator`, created on first use and then kept,
+    so the model stays loaded (warm) between jobs."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._separator = None
+
+    def separator(self):  # -> pipeline.Separator
+        if self._separator is None:
+            from bridge.pipeline import EngineSettings, Separator
+
+            self._separator = Separator(EngineSettings(
+                device=self.config.engine_device, model_repo=self.config.engine_model_repo,
+                cache_dir=self.config.engine_cache_dir, use_cache=self.config.engine_use_cache,
+            ))
+        return self._separator
+
+    def __call__(self, job: Job, progress: Progress, cancel: threading.Event) -> Path:
+        request = make_request(self.config, job.source, job.output_root or self.config.paths_output,
+                               job.options, job_id=job.id)
+        return self.separator().run(request, progress=progress, cancel=cancel)
+
+
+def clean_partial_outputs(job: Job) -> int:
+    """Remove the temporary files an interrupted run of `job` left in its output root
+    (the pipeline tags them `<name>.stembridge-tmp-<job id>`). Returns how many."""
+    root = job.output_root
+    if root is None or not root.is_dir():
+        return 0
+    removed = 0
+    for path in root.rglob(f"*{TEMP_MARKER}-{job.id}*"):
+        if path.is_file() or path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
