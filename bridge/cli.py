@@ -19,6 +19,7 @@ from bridge.errors import StemBridgeError
 COMMANDS: tuple[str, ...] = (
     "serve",
     "status",
+    "preview",
 )
 
 
