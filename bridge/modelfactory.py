@@ -29,7 +29,8 @@ def build_htdemucs(size: Size = "tiny", sources: list[str] | None = None, seed: 
 
     `full` is the released `htdemucs` configuration (dconv_mode=3, 41.98 M parameters).
     `tiny` keeps depth 4 and nfft 4096 (so the transformer sees few tokens and it runs
-    ~11x realtime on two cores) but shrinks every width: about 0.1 M parameters.
+    ~11x realtime on two cores) but shrinks every width: about 0.1 M parameters. dconv_comp=2
+    keeps the residual branches at least one channel wide (4 // 8 would be zero).
     """
     torch.manual_seed(seed)
     sources = list(sources or FOUR_STEMS)
@@ -40,7 +41,7 @@ def build_htdemucs(size: Size = "tiny", sources: list[str] | None = None, seed: 
             model = HTDemucs(sources=sources, bottom_channels=512, segment=Fraction(39, 5), dconv_mode=3)
         else:
             model = HTDemucs(
-                sources=sources, channels=4, t_layers=1, t_heads=2, bottom_channels=0,
+                sources=sources, channels=4, dconv_comp=2, t_layers=1, t_heads=2, bottom_channels=0,
                 segment=Fraction(39, 5),
             )
     model.eval()

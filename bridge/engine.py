@@ -1,0 +1,283 @@
+"""Streaming separation: Demucs' overlap-add, one segment at a time.
+
+`demucs.apply.apply_model` holds the whole track, its four stems and a weight vector in
+memory (about 120 MiB more per audio minute). This module computes the same thing — the
+same segments, the same triangular cross-fade weights, the same random-shift passes, the
+same per-source weights for bags of models — but reads its input as a stream and emits
+finished output as soon as no later segment can touch it. Memory stays flat in the input
+length, progress is per segment and cancellation takes effect between segments.
+
+Shapes: input blocks are (frames, 2) float32 at the model's rate; output blocks are
+(sources, frames, 2) float32, normalised back to the input's scale.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Literal
+
+import numpy as np
+import torch
+
+from bridge.errors import Cancelled
+
+Precision = Literal["fp32", "bf16", "fp16"]
+ProgressFn = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class SeparationParams:
+    shifts: int = 1
+    overlap: float = 0.25
+    segment: float | None = None      # seconds; None = the model's training segment
+    precision: Precision = "fp32"
+    skip_silence: bool = True         # all-silent segments give silent stems without the model
+    seed: int = 0                     # for the random shift offsets: same input, same output
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Demucs separates a normalised mix: (x - mean) / std of the mono mix."""
+
+    mean: float
+    std: float
+
+
+def max_segment(model: torch.nn.Module) -> float:
+    """Transformer models refuse segments longer than they were trained on."""
+    limit = getattr(model, "max_allowed_segment", math.inf)
+    return float(limit)
+
+
+def effective_segment(model: torch.nn.Module, requested: float | None) -> float:
+    limit = max_segment(model)
+    if requested is None:
+        segment = float(model.models[0].segment) if hasattr(model, "models") else limit
+        return min(segment, limit)
+    if requested <= 0:
+        raise ValueError("segment must be positive")
+    return min(float(requested), limit)
+
+
+class _OverlapAddPass:
+    """One model over the whole stream with one shift: segments at `offset = k * stride` of
+    the virtual input `[pad] * delay + x`, weighted by a triangle and normalised by the
+    summed weights, exactly as apply_model's split mode does it."""
+
+    def __init__(self, run_model: Callable[[np.ndarray], np.ndarray], sources: int, length: int,
+                 segment_length: int, stride: int, delay: int, silent_input: float | None) -> None:
+        self.run_model = run_model
+        self.sources = sources
+        self.length = length + delay            # virtual length
+        self.segment_length = segment_length
+        self.stride = stride
+        self.delay = delay
+        # apply_model pads the normalised mix with zeros; digital silence normalises to
+        # `silent_input` (None: never skip).
+        self.silent_input = None if silent_input is None else np.float32(silent_input)
+        half = segment_length // 2
+        ramp = np.concatenate([np.arange(1, half + 1), np.arange(segment_length - half, 0, -1)])
+        self.weight = (ramp / ramp.max()).astype(np.float32)
+        self.offsets = list(range(0, self.length, stride))
+        self.next_index = 0
+        # Input buffer holds virtual samples [buf_start, buf_start + len(buf)).
+        self.buf = np.zeros((delay, 2), dtype=np.float32)
+        self.buf_start = 0
+        # Accumulators hold virtual samples [acc_start, acc_start + acc.shape[1]).
+        self.acc = np.zeros((sources, 0, 2), dtype=np.float32)
+        self.wsum = np.zeros(0, dtype=np.float32)
+        self.acc_start = 0
+        self.emitted = 0                        # virtual position up to which output is final
+
+    @property
+    def total_segments(self) -> int:
+        return len(self.offsets)
+
+    def feed(self, block: np.ndarray) -> None:
+        self.buf = np.concatenate([self.buf, block]) if self.buf.size else block.copy()
+
+    def _available(self) -> int:
+        return self.buf_start + self.buf.shape[0]
+
+    def ready(self, input_done: bool) -> bool:
+        if self.next_index >= len(self.offsets):
+            return False
+        offset = self.offsets[self.next_index]
+        needed = min(offset + self.segment_length, self.length)
+        return input_done or self._available() >= needed
+
+    def step(self) -> np.ndarray:
+        """Process the next segment; return newly finished output (sources, n, 2), original
+        coordinates (the leading `delay` padding removed)."""
+        offset = self.offsets[self.next_index]
+        self.next_index += 1
+        chunk_length = min(self.segment_length, self.length - offset)
+        # A short last segment is centred with real audio before it, as TensorChunk.padded does.
+        start = offset - (self.segment_length - chunk_length) // 2
+        end = start + self.segment_length
+        lo, hi = max(start, 0), min(end, self.length)
+        piece = self.buf[lo - self.buf_start: hi - self.buf_start]
+        if self.silent_input is not None and np.all(piece == self.silent_input):
+            # Stems of digital silence are digital silence: skip the model.
+            out = np.full((self.sources, self.segment_length, 2), self.silent_input, np.float32)
+        else:
+            if lo - start or end - hi:
+                piece = np.pad(piece, ((lo - start, end - hi), (0, 0)))
+            out = self.run_model(piece)
+        trim = (self.segment_length - chunk_length) // 2
+        out = out[:, trim: trim + chunk_length]
+        self._accumulate(offset, out)
+        finished_until = self.offsets[self.next_index] if self.next_index < len(self.offsets) else self.length
+        return self._emit(finished_until)
+
+    def _accumulate(self, offset: int, out: np.ndarray) -> None:
+        n = out.shape[1]
+        end = offset + n
+        grow = end - (self.acc_start + self.acc.shape[1])
+        if grow > 0:
+            self.acc = np.concatenate([self.acc, np.zeros((self.sources, grow, 2), np.float32)], axis=1)
+            self.wsum = np.concatenate([self.wsum, np.zeros(grow, np.float32)])
+        a = offset - self.acc_start
+        w = self.weight[:n]
+        self.acc[:, a: a + n] += w[None, :, None] * out
+        self.wsum[a: a + n] += w
+
+    def _emit(self, until: int) -> np.ndarray:
+        n = until - self.acc_start
+        done = self.acc[:, :n] / self.wsum[None, :n, None]
+        self.acc = self.acc[:, n:]
+        self.wsum = self.wsum[n:]
+        self.acc_start = until
+        # Input before the next segment's padded start is never read again.
+        keep_from = max(0, until - self.segment_length)
+        if keep_from > self.buf_start:
+            self.buf = self.buf[keep_from - self.buf_start:]
+            self.buf_start = keep_from
+        drop = max(0, self.delay - self.emitted)
+        self.emitted = until
+        return done[:, drop:] if drop else done
+
+
+class StreamSeparator:
+    """Separates a stream with a (bag of) Demucs model(s) and yields finished stems."""
+
+    def __init__(self, bag: torch.nn.Module, device: str, params: SeparationParams,
+                 wanted_sources: Iterable[str] | None = None) -> None:
+        self.bag = bag
+        self.device = torch.device(device)
+        self.params = params
+        self.sources: list[str] = list(bag.sources)
+        wanted = set(wanted_sources or self.sources)
+        self.wanted_index = [i for i, name in enumerate(self.sources) if name in wanted]
+        # Sub-models whose weights are zero for every wanted source contribute nothing:
+        # htdemucs_ft asked for vocals alone runs one model instead of four.
+        self.members: list[tuple[torch.nn.Module, np.ndarray]] = []
+        for sub_model, weights in zip(bag.models, bag.weights):
+            w = np.asarray(weights, dtype=np.float32)[self.wanted_index]
+            if np.any(w != 0):
+                self.members.append((sub_model, w))
+        self.segment = effective_segment(bag, params.segment)
+        self.samplerate = int(bag.samplerate)
+
+    def _run_model(self, model: torch.nn.Module) -> Callable[[np.ndarray], np.ndarray]:
+        autocast = self._autocast()
+
+        def run(piece: np.ndarray) -> np.ndarray:
+            x = torch.from_numpy(np.ascontiguousarray(piece.T))[None].to(self.device)
+            with torch.inference_mode(), autocast():
+                y = model(x)
+            y = y[0, self.wanted_index].float().cpu().numpy()  # (S, C, T)
+            return np.ascontiguousarray(y.transpose(0, 2, 1))
+
+        return run
+
+    def _autocast(self) -> Callable[[], contextlib.AbstractContextManager]:
+        precision = self.params.precision
+        if precision == "fp32":
+            return contextlib.nullcontext
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return lambda: torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def separate(self, blocks: Iterable[np.ndarray], frames: int, norm: Normalisation,
+                 progress: ProgressFn | None = None, cancel: threading.Event | None = None,
+                 ) -> Iterator[np.ndarray]:
+        """Yield (wanted_sources, n, 2) blocks whose lengths add up to `frames`."""
+        segment_length = int(self.samplerate * self.segment)
+        stride = int((1 - self.params.overlap) * segment_length)
+        if stride <= 0:
+            raise ValueError("overlap must be below 1")
+        rng = random.Random(self.params.seed)
+        max_shift = int(0.5 * self.samplerate)
+        silent_in = np.float32((np.float32(0.0) - np.float32(norm.mean)) / np.float32(norm.std))
+        silent = float(silent_in) if self.params.skip_silence else None
+        passes: list[tuple[_OverlapAddPass, np.ndarray, int]] = []
+        for member_index, (model, weights) in enumerate(self.members):
+            model.to(self.device).eval()
+            runner = self._run_model(model)
+            shift_delays = ([max_shift - rng.randint(0, max_shift) for _ in range(self.params.shifts)]
+                            if self.params.shifts else [0])
+            for delay in shift_delays:
+                passes.append((_OverlapAddPass(runner, len(self.wanted_index), frames, segment_length,
+                                               stride, delay, silent),
+                               weights, member_index))
+        total = sum(p.total_segments for p, _, _ in passes)
+        shifts = len(passes) // max(len(self.members), 1)
+        weight_total = np.sum([w for _, w in self.members], axis=0)  # per wanted source
+        outputs: list[deque[np.ndarray]] = [deque() for _ in passes]
+        done_segments = 0
+        input_done = False
+        iterator = iter(blocks)
+        scale, offset = np.float32(norm.std), np.float32(norm.mean)
+        emitted = 0
+        while emitted < frames:
+            progressed = False
+            for index, (ola, _, _) in enumerate(passes):
+                while ola.ready(input_done):
+                    if cancel is not None and cancel.is_set():
+                        raise Cancelled("separation cancelled")
+                    piece = ola.step()
+                    if piece.shape[1]:
+                        outputs[index].append(piece)
+                    done_segments += 1
+                    progressed = True
+                    if progress is not None:
+                        progress(done_segments / total, "separating")
+            ready = min(sum(p.shape[1] for p in queue) for queue in outputs)
+            if ready:
+                mixed = np.zeros((len(self.wanted_index), ready, 2), np.float32)
+                for (ola, weights, _), queue in zip(passes, outputs):
+                    mixed += weights[:, None, None] * _take(queue, ready)
+                mixed *= (1.0 / (shifts * weight_total))[:, None, None].astype(np.float32)
+                emitted += ready
+                yield mixed * scale + offset
+                continue
+            if progressed:
+                continue
+            if input_done:
+                raise RuntimeError("separation stalled before the end of the input")
+            block = next(iterator, None)
+            if block is None:
+                input_done = True
+                continue
+            normalised = (block - offset) / scale
+            for ola, _, _ in passes:
+                ola.feed(normalised)
+
+
+def _take(queue: deque[np.ndarray], n: int) -> np.ndarray:
+    parts = []
+    while n:
+        head = queue[0]
+        if head.shape[1] <= n:
+            parts.append(queue.popleft())
+            n -= head.shape[1]
+        else:
+            parts.append(head[:, :n])
+            queue[0] = head[:, n:]
+            n = 0
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
