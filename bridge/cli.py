@@ -17,9 +17,11 @@ from bridge.errors import StemBridgeError
 
 # Each module under bridge/commands defines NAME, HELP, add_arguments(parser), run(args) -> int.
 COMMANDS: tuple[str, ...] = (
+    "separate",
     "serve",
     "status",
     "preview",
+    "send",
 )
 
 
