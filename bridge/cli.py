@@ -18,6 +18,8 @@ from bridge.errors import StemBridgeError
 # Each module under bridge/commands defines NAME, HELP, add_arguments(parser), run(args) -> int.
 COMMANDS: tuple[str, ...] = (
     "separate",
+    "models",
+    "doctor",
     "serve",
     "status",
     "preview",
