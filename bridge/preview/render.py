@@ -104,7 +104,8 @@ class PreviewRenderer:
 
     def mix(self, stem_set: StemSet, spec: PreviewSpec) -> np.ndarray:
         """The whole preview as (frames, channels) float32, without writing anything."""
-        return np.concatenate(list(self.mix_blocks(stem_set, spec)), axis=0)
+        blocks = [block.copy() for block in self.mix_blocks(stem_set, spec)]
+        return np.concatenate(blocks, axis=0) if blocks else np.zeros((0, stem_set.channels), np.float32)
 
     def mix_blocks(self, stem_set: StemSet, spec: PreviewSpec) -> Iterator[np.ndarray]:
         """The preview as consecutive (frames, channels) blocks.
