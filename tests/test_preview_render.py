@@ -3,7 +3,6 @@ the processed-stem cache, and failures that leave no preview behind."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
