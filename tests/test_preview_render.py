@@ -192,3 +192,13 @@ def test_array_cache_stays_within_its_budget() -> None:
     assert cache.get("huge") is None and cache.nbytes == 3000
     with pytest.raises(ValueError):
         cache.get("b")[0] = 1.0  # cached audio is shared between renders: read-only
+
+
+def test_bad_master_plugin_fails_before_any_stem_is_processed(tmp_path: Path, renderer: PreviewRenderer) -> None:
+    manifest = make_stem_set(tmp_path, noise_stems())
+    fake = tmp_path / "Master.vst3"
+    fake.write_bytes(b"not a plugin")
+    with pytest.raises(ConfigError, match=rf"master.fx: cannot load plugin {fake}"):
+        renderer.render(manifest, ["vocals.fx=reverb", f"master.fx=plugin:{fake}"])
+    assert renderer.cache.nbytes == 0  # no stem was read or processed for a doomed request
+    assert not (manifest.parent / "song_preview.wav").exists()

@@ -110,34 +110,31 @@ class PreviewRenderer:
     def mix_blocks(self, stem_set: StemSet, spec: PreviewSpec) -> Iterator[np.ndarray]:
         """The preview as consecutive (frames, channels) blocks.
 
-        Without a master chain the sum is formed block by block in one small buffer that
-        stays in the CPU cache and goes straight to the file: a gain-only re-mix then costs
-        one read of each stem and one write, not a full-length temporary per operation.
-        The yielded buffer is reused: consume (write or copy) each block before the next."""
+        Every check, plugin load and effect run happens here, before the first block is
+        asked for, so a failing request never opens an output file. Without a master chain
+        the sum is then formed block by block in one small buffer that stays in the CPU cache
+        and goes straight to the file: a gain-only re-mix costs one read of each stem and
+        one write, not a full-length temporary per operation. The yielded buffer is reused:
+        consume (write or copy) each block before asking for the next."""
         if stem_set.channels != 2:
             panned = [name for name, track in spec.tracks.items() if track.pan]
             if panned:
                 raise ConfigError(f"{panned[0]}.pan: pan needs a stereo set; this one has "
                                   f"{stem_set.channels} channel(s)")
+        master_board = effects.build_chain(spec.master.fx, "master.fx") if spec.master.fx else None
         audible = _audible(stem_set.files, spec)
         processed = self._processed(stem_set, {name: spec.track(name) for name in audible})
         layers = [(processed[name], _channel_gains(spec.track(name), stem_set.channels)) for name in audible]
         master_gain = np.float32(_db_to_gain(spec.master.gain_db))
-        if spec.master.fx:
-            # The master chain needs the whole sum (its state runs across block edges).
-            whole = np.empty((stem_set.frames, stem_set.channels), dtype=np.float32)
-            for start, block in _sum_blocks(layers, stem_set):
-                whole[start:start + len(block)] = block
-            board = effects.build_chain(spec.master.fx, "master.fx")
-            whole = effects.process(board, whole, stem_set.sample_rate)
-            whole *= master_gain
-            for start in range(0, stem_set.frames, BLOCK_FRAMES):
-                yield whole[start:start + BLOCK_FRAMES]
-            return
-        for _, block in _sum_blocks(layers, stem_set):
-            if master_gain != 1.0:
-                block *= master_gain
-            yield block
+        if master_board is None:
+            return _scaled(_sum_blocks(layers, stem_set), master_gain)
+        # The master chain needs the whole sum (its state runs across block edges).
+        whole = np.empty((stem_set.frames, stem_set.channels), dtype=np.float32)
+        for start, block in _sum_blocks(layers, stem_set):
+            whole[start:start + len(block)] = block
+        whole = effects.process(master_board, whole, stem_set.sample_rate)
+        whole *= master_gain
+        return (whole[start:start + BLOCK_FRAMES] for start in range(0, stem_set.frames, BLOCK_FRAMES))
 
     def _processed(self, stem_set: StemSet, tracks: dict[str, TrackSpec]) -> dict[str, np.ndarray]:
         """Each audible stem after its chain: from the cache, or computed (in parallel)."""
@@ -202,6 +199,13 @@ def _channel_gains(track: TrackSpec, channels: int) -> np.ndarray | None:
     if gain == 1.0:
         return None
     return np.full(channels, gain, dtype=np.float32)
+
+
+def _scaled(blocks: Iterator[tuple[int, np.ndarray]], gain: np.float32) -> Iterator[np.ndarray]:
+    for _, block in blocks:
+        if gain != 1.0:
+            block *= gain
+        yield block
 
 
 def _sum_blocks(layers: list[tuple[np.ndarray, np.ndarray | None]],
