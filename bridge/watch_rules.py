@@ -92,11 +92,14 @@ class Pending:
 class Timing:
     """`stable`: seconds a file must stay unchanged when no close event can be relied on.
     `stale`: seconds after which an unchanged file whose header never completed is handed
-    on anyway, so a truncated or empty bounce produces an error instead of silence."""
+    on anyway, so a truncated or empty bounce produces an error instead of silence.
+    `closed_stale`: the same once its writer closed it: nobody is writing, so a shorter wait
+    (a writer that closes and reopens later costs one error job, then the real one)."""
 
     close_events: bool
     stable: float = 2.0
     stale: float = 30.0
+    closed_stale: float = 5.0
 
 
 def decide(entry: Pending, sig: Signature | None, now: float, timing: Timing,
@@ -119,4 +122,7 @@ def decide(entry: Pending, sig: Signature | None, now: float, timing: Timing,
 
 def is_stale(entry: Pending, now: float, timing: Timing) -> bool:
     """Unchanged for so long that nobody is still writing it, complete header or not."""
-    return now - entry.changed_at >= timing.stale
+    limit = timing.stale
+    if timing.close_events and entry.trigger is Trigger.SETTLED:
+        limit = min(timing.stale, timing.closed_stale)
+    return now - entry.changed_at >= limit

@@ -89,13 +89,15 @@ class FolderWatcher:
 
     def __init__(self, folders: list[Path], ignore: list[Path], on_ready: Callable[[Path], None], *,
                  close_events: bool | None = None, stable_seconds: float = 2.0,
-                 stale_seconds: float = 30.0, poll_interval: float = 0.25) -> None:
+                 stale_seconds: float = 30.0, closed_stale_seconds: float = 5.0,
+                 poll_interval: float = 0.25) -> None:
         self._folders = [Path(f) for f in folders]
         self._ignore = [Path(os.path.realpath(p)) for p in ignore]
         self._on_ready = on_ready
         if close_events is None:
             close_events = platform_has_close_events()
-        self._timing = Timing(close_events=close_events, stable=stable_seconds, stale=stale_seconds)
+        self._timing = Timing(close_events=close_events, stable=stable_seconds, stale=stale_seconds,
+                              closed_stale=closed_stale_seconds)
         self._poll_interval = poll_interval
         self._lock = threading.Lock()
         self._incoming: dict[Path, Trigger] = {}
@@ -193,8 +195,8 @@ class FolderWatcher:
         if state is HeaderState.INCOMPLETE:
             if not is_stale(entry, now, self._timing):
                 return False
-            log.warning("%s: header still incomplete after %g s unchanged; queuing it so the "
-                        "problem is reported", path, self._timing.stale)
+            log.warning("%s: header still incomplete after %.0f s unchanged; queuing it so the "
+                        "problem is reported", path, now - entry.changed_at)
         # The header read took time: if the file moved on meanwhile, judge it again later.
         return signature(path) == entry.sig
 

@@ -15,7 +15,7 @@ import soundfile as sf
 
 from bridge.bounce_header import HeaderState, header_state
 from bridge.errors import StartupError
-from bridge.watch_rules import Pending, Timing, Trigger, Verdict, decide, skip_reason
+from bridge.watch_rules import Pending, Timing, Trigger, Verdict, decide, is_stale, skip_reason
 from bridge.watcher import FolderWatcher
 
 RATE = 44100
@@ -86,6 +86,15 @@ def test_close_event_rule() -> None:
     assert decide(moved_in, (1, 1, 1), 0.0, timing, None) is Verdict.WAIT
     assert decide(moved_in, (1, 1, 1), 2.0, timing, None) is Verdict.CHECK
     assert decide(Pending(Trigger.SETTLED), None, 0.0, timing, None) is Verdict.DROP
+
+
+def test_incomplete_headers_go_stale_sooner_once_closed() -> None:
+    timing = Timing(close_events=True, stable=2.0, stale=30.0, closed_stale=5.0)
+    closed, open_ = Pending(Trigger.SETTLED, changed_at=0.0), Pending(Trigger.MODIFIED, changed_at=0.0)
+    assert not is_stale(closed, 4.9, timing) and is_stale(closed, 5.0, timing)
+    assert not is_stale(open_, 29.9, timing) and is_stale(open_, 30.0, timing)
+    # Without close events nothing proves the writer is gone: the long limit holds.
+    assert not is_stale(closed, 29.9, Timing(close_events=False, stale=30.0))
 
 
 # --- headers ----------------------------------------------------------------------------
