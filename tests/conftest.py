@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Tests never touch the network: a model missing locally must fail fast, not download.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("STEMBRIDGE_OFFLINE", "1")
 
 import numpy as np
 import pytest
