@@ -299,7 +299,11 @@ def _model_segment(loaded: LoadedModel) -> float:
 
 
 def _free_accelerator(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.empty_cache()
-    elif device == "mps" and hasattr(torch, "mps"):
-        torch.mps.empty_cache()
+    """Best effort: return cached accelerator memory before a retry."""
+    try:
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        elif device == "mps":
+            torch.mps.empty_cache()
+    except RuntimeError:  # the backend is gone or was never initialised: nothing to free
+        pass

@@ -1,0 +1,128 @@
+"""The stem cache: a hit never separates and gives identical files; damaged entries are
+detected and recomputed, never returned; the size cap evicts least recently used entries."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bridge.cache import StemCache, cache_key
+from bridge.pipeline import EngineSettings, SeparationRequest, Separator
+
+
+@pytest.fixture
+def separator(tmp_path, model_repo) -> Separator:
+    return Separator(EngineSettings(device="cpu", model_repo=model_repo, cache_dir=tmp_path / "cache"))
+
+
+def run(separator: Separator, source: Path, out: Path, **kw) -> tuple[Path, list[str]]:
+    stages: list[str] = []
+    manifest = separator.run(SeparationRequest(source, out, model="htdemucs", quality="preview", **kw),
+                             progress=lambda fraction, stage: stages.append(stage))
+    return manifest, stages
+
+
+def stem_bytes(manifest: Path) -> dict[str, bytes]:
+    data = json.loads(manifest.read_text())
+    return {name: (manifest.parent / file).read_bytes() for name, file in data["stems"].items()}
+
+
+def test_hit_is_identical_and_never_separates(tmp_path, separator, make_clip):
+    source = make_clip("clip.wav", seconds=2.0)
+    first, stages = run(separator, source, tmp_path / "a")
+    assert "separating" in stages
+    second, stages = run(separator, source, tmp_path / "b")
+    assert "separating" not in stages
+    assert stem_bytes(first) == stem_bytes(second)
+
+
+def test_other_output_formats_reuse_the_entry(tmp_path, separator, make_clip):
+    source = make_clip("clip.wav", seconds=2.0, rate=48000)
+    run(separator, source, tmp_path / "a")
+    _, stages = run(separator, source, tmp_path / "b", format="flac", bit_depth="16", exact_sum=True)
+    assert "separating" not in stages
+
+
+def test_different_audio_of_equal_length_and_edges_does_not_collide(tmp_path, separator, make_clip):
+    """The seed's cache keyed on the first and last samples: bounces framed by silence collided."""
+    a = make_clip("a.wav", seconds=3.0, seed=1)
+    b = make_clip("b.wav", seconds=3.0, seed=2)
+    for path in (a, b):
+        import soundfile as sf
+        data, rate = sf.read(path, always_2d=True)
+        data[:20000] = 0
+        data[-20000:] = 0
+        sf.write(path, data, rate)
+    run(separator, a, tmp_path / "a")
+    _, stages = run(separator, b, tmp_path / "b")
+    assert "separating" in stages
+
+
+def test_parameters_are_part_of_the_key():
+    base = {"model": "htdemucs", "shifts": 0, "overlap": 0.1}
+    keys = {cache_key("h", base), cache_key("h", {**base, "shifts": 1}), cache_key("h", {**base, "overlap": 0.25}),
+            cache_key("h", {**base, "model": "htdemucs_ft"}), cache_key("h2", base)}
+    assert len(keys) == 5
+
+
+@pytest.mark.parametrize("damage", ["flip bytes", "truncate stem", "bad record", "missing stem"])
+def test_damaged_entry_is_recomputed_not_returned(tmp_path, separator, make_clip, damage):
+    source = make_clip("clip.wav", seconds=2.0)
+    first, _ = run(separator, source, tmp_path / "a")
+    [entry] = [p.parent for p in (tmp_path / "cache").glob("*/*/entry.json")]
+    stem = entry / "vocals.npy"
+    if damage == "flip bytes":
+        data = bytearray(stem.read_bytes())
+        data[-1000:-990] = bytes(10)
+        data[-5000] ^= 0xFF
+        stem.write_bytes(bytes(data))
+    elif damage == "truncate stem":
+        stem.write_bytes(stem.read_bytes()[:-4096])
+    elif damage == "bad record":
+        (entry / "entry.json").write_text("{not json")
+    else:
+        stem.unlink()
+    second, stages = run(separator, source, tmp_path / "b")
+    assert "separating" in stages
+    assert stem_bytes(second) == stem_bytes(first)
+    third, stages = run(separator, source, tmp_path / "c")  # the entry was rewritten whole
+    assert "separating" not in stages
+
+
+def test_lru_eviction_keeps_the_cache_under_its_cap(tmp_path, model_repo, make_clip):
+    cache_dir = tmp_path / "cache"
+    sep = Separator(EngineSettings(device="cpu", model_repo=model_repo, cache_dir=cache_dir))
+    clips = [make_clip(f"c{i}.wav", seconds=1.0, seed=i) for i in range(3)]
+    run(sep, clips[0], tmp_path / "o")
+    entry_size = sum(f.stat().st_size for f in cache_dir.rglob("*") if f.is_file())
+    cap = int(entry_size * 2.5)
+    sep = Separator(EngineSettings(device="cpu", model_repo=model_repo, cache_dir=cache_dir, cache_max_bytes=cap))
+    run(sep, clips[1], tmp_path / "o")
+    first_entry = next(p for p in cache_dir.glob("*/*/entry.json"))
+    os.utime(first_entry, (1, 1))  # make one entry clearly the least recently used
+    oldest = first_entry.parent
+    run(sep, clips[2], tmp_path / "o")
+    entries = list(cache_dir.glob("*/*/entry.json"))
+    assert len(entries) == 2 and not oldest.exists()
+    assert sum(f.stat().st_size for f in cache_dir.rglob("*") if f.is_file()) <= cap
+
+
+def test_no_cache_writes_no_entry(tmp_path, model_repo, make_clip):
+    sep = Separator(EngineSettings(device="cpu", model_repo=model_repo, cache_dir=tmp_path / "cache", use_cache=False))
+    run(sep, make_clip("clip.wav", seconds=1.0), tmp_path / "o")
+    assert not list((tmp_path / "cache").glob("*/*/entry.json"))
+
+
+def test_entry_blocks_round_trip(tmp_path):
+    cache = StemCache(tmp_path, 1 << 30)
+    stems = np.random.default_rng(0).standard_normal((2, 70000, 2)).astype(np.float32)
+    writer = cache.writer("ab" * 32, ["vocals", "other"], 70000, 44100)
+    list(writer.tee(iter([stems[:, :30000], stems[:, 30000:]])))
+    entry = writer.commit()
+    got = np.concatenate(list(cache.lookup("ab" * 32).blocks(block_frames=25000)), axis=1)
+    np.testing.assert_array_equal(got, stems)
+    assert entry.path.name == "ab" * 32
