@@ -226,7 +226,7 @@ def test_separate_queued_progress_done_to_requester_and_subscriber(served, bounc
         assert progress[0] == ("/stembridge/progress", ["job1", 0.0, "separate"])
         assert got[-1] == ("/stembridge/done", ["job1", str(manifest)])
         if p is surface:
-            assert got[0] == ("/stembridge/queued", ["job1", str(bounce.resolve())])
+            assert got[0] == ("/stembridge/queued", ["job1", str(bounce.resolve())]), got
 
 
 def test_subscriber_hears_watched_folder_jobs_and_errors(served, bounce: Path) -> None:

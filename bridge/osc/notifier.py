@@ -31,6 +31,7 @@ class Notifier:
         self._max_subscribers = max_subscribers
         self._progress_interval = progress_interval
         self._lock = threading.Lock()
+        self._deliver_lock = threading.Lock()
         self._subscribers: collections.OrderedDict[Address, None] = collections.OrderedDict()
         self._last_progress: dict[str, float] = {}
         # Peers that asked about one job (cancel) and should hear how it ends.
@@ -122,8 +123,12 @@ class Notifier:
         return list(dict.fromkeys(peers))  # each peer once, requester first
 
     def _deliver(self, message: bytes, peers: list[Address]) -> None:
-        for peer in peers:
-            try:
-                self._send(message, peer)
-            except OSError as exc:  # an unreachable peer must not break the worker
-                log.debug("notification to %s:%d failed: %s", peer[0], peer[1], exc)
+        # One message reaches all its peers before the next starts: `queued` (sent on the
+        # submitter's thread) must not be overtaken by the worker's first progress for some
+        # peers. UDP sends do not block for long, so holding the lock across them is cheap.
+        with self._deliver_lock:
+            for peer in peers:
+                try:
+                    self._send(message, peer)
+                except OSError as exc:  # an unreachable peer must not break the worker
+                    log.debug("notification to %s:%d failed: %s", peer[0], peer[1], exc)
