@@ -1,7 +1,7 @@
 """The daemon's lifecycle, in one place: what starts in which order, and the reverse on stop.
 
 Start: check config → folders → single-instance lock → log file → job store (crash recovery)
-→ worker → OSC server → watcher → "serving on HOST:PORT". Stop: the reverse. Nothing that
+→ OSC server → watcher → worker → "serving on HOST:PORT". Stop: the reverse. Nothing that
 can fail at start-up (busy port, unwritable folder) is left half-started: every started part
 is registered on an ExitStack right after it starts.
 
@@ -121,11 +121,15 @@ class Daemon:
             store = JobStore(config.sqlite_path)
             stack.callback(store.close)
             self.service = JobService(config, store)
-            self.service.start()
-            stack.callback(self._stop_service)
+            self.service.recover()
 
+            # Intake first, worker last: a busy port fails start-up before any job begins, and
+            # on the way down the worker drains while OSC can still deliver its notifications
+            # (requests arriving meanwhile are queued durably for the next start).
             self.osc_port = self._start_osc(stack)
             self._start_watcher(stack)
+            self.service.start()
+            stack.callback(self._stop_service)
 
             _write_info(config, self.osc_port)
             stack.callback((config.paths_state_dir / INFO_FILE).unlink, missing_ok=True)
@@ -170,6 +174,8 @@ class Daemon:
             self.service.submit(path, {}, origin="watch")
         except StemBridgeError as exc:
             log.warning("not queued: %s", exc)
+        except Exception:  # the watcher's thread must survive whatever one file does
+            log.exception("not queued: %s", path)
 
     def _stop_service(self) -> None:
         assert self.service is not None

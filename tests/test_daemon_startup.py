@@ -53,17 +53,20 @@ class DaemonProcess:
         self.lines, self._queue = [], queue.Queue()
         self.proc = subprocess.Popen(self.command(*extra, port=port), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True, env=self.env())
-        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+        # The reader gets this run's line list and queue: a killed predecessor's reader may
+        # still be draining its pipe.
+        threading.Thread(target=self._read, args=(self.proc, self.lines, self._queue), daemon=True).start()
         if wait:
             self.port = int(self.wait_for(r"serving on 127\.0\.0\.1:(\d+)", timeout=START_TIMEOUT).group(1))
         return self
 
-    def _read(self, proc: subprocess.Popen[str]) -> None:
+    @staticmethod
+    def _read(proc: subprocess.Popen[str], lines: list[str], lines_queue: queue.Queue[str | None]) -> None:
         assert proc.stderr is not None
         for line in proc.stderr:
-            self.lines.append(line)
-            self._queue.put(line)
-        self._queue.put(None)
+            lines.append(line)
+            lines_queue.put(line)
+        lines_queue.put(None)
 
     def wait_for(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
         """Consume stderr lines until one matches `pattern`."""

@@ -37,8 +37,8 @@ class JobService:
         self._worker = Worker(store, runner or SeparatorRunner(config), self._emit)
 
     # -- lifecycle (the daemon calls these) ------------------------------------------------
-    def start(self) -> None:
-        """Recover what a crash left running, then start the worker."""
+    def recover(self) -> None:
+        """Put back in the queue what a crash left running, minus its temporary files."""
         requeued, failed = self.store.recover()
         for job in requeued:
             removed = clean_partial_outputs(job)
@@ -47,6 +47,9 @@ class JobService:
         for job in failed:
             clean_partial_outputs(job)
             log.warning("job %s: %s", job.id, job.error)
+
+    def start(self) -> None:
+        """Start the worker: queued jobs (recovered ones first, in their places) begin."""
         self._worker.start()
 
     def stop(self, drain_timeout: float) -> bool:

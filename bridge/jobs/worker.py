@@ -115,11 +115,12 @@ class Worker:
             if self._cancel_reason == "shutdown":
                 self._store.requeue(job.id)
                 return
+            cancelled = self._store.finish(job.id, CANCELLED)
             log.info("job %s cancelled", job.id)
-            self._emit(JobEvent("cancelled", self._store.finish(job.id, CANCELLED)))
+            self._emit(JobEvent("cancelled", cancelled))
         except StemBridgeError as exc:
-            log.info("job %s failed: %s", job.id, exc)
             done = self._store.finish(job.id, FAILED, error=str(exc))
+            log.info("job %s failed: %s", job.id, exc)
             self._emit(JobEvent("error", done, message=str(exc)))
         except Exception as exc:  # a bug must fail one job, not stop the daemon
             log.exception("job %s failed unexpectedly", job.id)
@@ -127,8 +128,8 @@ class Worker:
             done = self._store.finish(job.id, FAILED, error=message)
             self._emit(JobEvent("error", done, message=message))
         else:
-            log.info("job %s done in %.2f s: %s", job.id, time.monotonic() - started, manifest)
             done = self._store.finish(job.id, DONE, manifest=manifest)
+            log.info("job %s done in %.2f s: %s", job.id, time.monotonic() - started, manifest)
             self._emit(JobEvent("done", done, fraction=1.0, stage="done"))
 
 

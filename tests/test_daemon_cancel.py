@@ -1,0 +1,100 @@
+"""Cancel over OSC against a real daemon: a queued job never runs, a running one stops
+promptly and publishes nothing, and the daemon goes on with the next job."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from bridge.jobs.store import CANCELLED, DONE, read_jobs
+from test_daemon_startup import DaemonProcess, OscPeer
+
+
+@pytest.fixture
+def setup(tmp_path: Path, model_repo: Path, monkeypatch: pytest.MonkeyPatch):
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    monkeypatch.setenv("STEMBRIDGE_PATHS_ALLOWED_ROOTS", str(sources))
+    daemon = DaemonProcess(tmp_path, model_repo)
+    peer = OscPeer()
+    yield daemon, peer, sources
+    peer.close()
+    daemon.stop()
+
+
+def test_cancel_queued_and_running_jobs(setup, make_clip) -> None:
+    daemon, peer, sources = setup
+    long_clip = make_clip("long.wav", seconds=20.0, folder=sources, seed=1)
+    queued_clip = make_clip("queued.wav", seconds=1.0, folder=sources, seed=2)
+    after_clip = make_clip("after.wav", seconds=1.0, folder=sources, seed=3)
+    daemon.start()
+
+    peer.send(daemon.port, "/stembridge/separate", str(long_clip))
+    running_id = peer.receive("/stembridge/queued")[0]
+    peer.send(daemon.port, "/stembridge/separate", str(queued_clip))
+    queued_id = peer.receive("/stembridge/queued")[0]
+
+    peer.send(daemon.port, "/stembridge/cancel", queued_id)
+    assert peer.receive("/stembridge/cancelled", match=queued_id, timeout=5) == [queued_id]
+
+    peer.receive("/stembridge/progress", match=running_id, timeout=60)
+    asked = time.monotonic()
+    peer.send(daemon.port, "/stembridge/cancel", running_id)
+    peer.receive("/stembridge/cancelled", match=running_id, timeout=10)
+    daemon.wait_for(rf"job {running_id} cancelled", timeout=10)
+    stopped_after = time.monotonic() - asked
+    # Cancellation takes effect between model segments (< 1 s each here, more on a busy machine).
+    assert stopped_after < 10.0, f"cancel took {stopped_after:.1f} s"
+
+    peer.send(daemon.port, "/stembridge/separate", str(after_clip))
+    after_id = peer.receive("/stembridge/queued")[0]
+    assert peer.receive("/stembridge/done", match=after_id, timeout=60)[1].endswith("stems.json")
+
+    states = {j.id: j.state for j in read_jobs(daemon.state / "jobs.sqlite")}
+    assert states == {running_id: CANCELLED, queued_id: CANCELLED, after_id: DONE}
+    assert sorted(p.name for p in daemon.output.iterdir()) == ["after"]
+    assert [p for p in daemon.output.rglob("*") if ".stembridge-tmp" in p.name] == []
+
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait_exit() == 0
+
+
+def test_sigterm_during_a_long_job_requeues_it_and_exits_0_promptly(setup, make_clip) -> None:
+    daemon, peer, sources = setup
+    daemon.drain_timeout = 0.5
+    long_clip = make_clip("long.wav", seconds=20.0, folder=sources, seed=1)
+    daemon.start()
+    peer.send(daemon.port, "/stembridge/separate", str(long_clip))
+    job_id = peer.receive("/stembridge/queued")[0]
+    peer.receive("/stembridge/progress", match=job_id, timeout=60)
+    asked = time.monotonic()
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait_exit() == 0
+    # The drain timeout, then at most one model segment until the cancel is seen.
+    assert time.monotonic() - asked < daemon.drain_timeout + 10.0
+    assert f"job {job_id} did not finish within" in daemon.log()
+    assert [j.state for j in read_jobs(daemon.state / "jobs.sqlite")] == ["queued"]
+    assert list(daemon.output.iterdir()) == []
+
+
+def test_second_signal_exits_at_once_and_the_job_resumes_at_the_next_start(setup, make_clip) -> None:
+    daemon, peer, sources = setup
+    daemon.drain_timeout = 60.0  # the first signal alone would wait for the whole job
+    clip = make_clip("long.wav", seconds=9.0, folder=sources, seed=1)  # two model segments
+    daemon.start()
+    peer.send(daemon.port, "/stembridge/separate", str(clip))
+    job_id = peer.receive("/stembridge/queued")[0]
+    peer.receive("/stembridge/progress", match=job_id, timeout=60)
+    daemon.send_signal(signal.SIGTERM)
+    daemon.wait_for(f"waiting up to 60 s for job {job_id}")
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait_exit(timeout=5) == 130
+    assert "second signal" in daemon.log()
+
+    daemon.drain_timeout = 5.0
+    daemon.start()
+    daemon.wait_for(rf"job {job_id} done", timeout=90)
+    assert (daemon.output / "long" / "stems.json").is_file()
