@@ -50,8 +50,9 @@ class SessionFile:
         return playlist
 
     def add_region(self, track: str, audio: Path, position: int, frames: int, channels: int,
-                   fades: bool = False) -> None:
-        """Place the whole of `audio` on `track` at sample `position`.
+                   start: int = 0, length: int | None = None, fades: bool = False) -> None:
+        """Place `audio` (`frames` long) on `track` at sample `position`: the whole file, or
+        `length` samples of it from offset `start`.
 
         fades=False switches off Ardour's default 64-sample region fades, which would otherwise
         shape the first and last samples of every region and spoil a null test.
@@ -68,7 +69,7 @@ class SessionFile:
                 "name": str(audio), "type": "audio", "flags": "", "id": source_id,
                 "captured-for": "", "channel": str(channel), "origin": str(audio), "gain": "1",
             })
-        length = superclock(frames, self.rate)
+        whole_length = superclock(frames, self.rate)
         common = {
             "name": audio.stem, "muted": "0", "opaque": "1", "locked": "0", "video-locked": "0",
             "automatic": "0", "import": "1", "external": "0", "sync-marked": "0",
@@ -83,10 +84,12 @@ class SessionFile:
         for index, source_id in enumerate(source_ids):
             common[f"source-{index}"] = source_id
             common[f"master-source-{index}"] = source_id
-        whole = dict(common, id=self._next_id(), length=f"a{length}@a0")
+        whole = dict(common, id=self._next_id(), length=f"a{whole_length}@a0")
         whole["whole-file"] = "1"
         etree.SubElement(self.root.find("Regions"), "Region", whole)
-        placed = dict(common, id=self._next_id(), length=f"a{length}@a{superclock(position, self.rate)}")
+        used = frames - start if length is None else length
+        placed = dict(common, id=self._next_id(), start=f"a{superclock(start, self.rate)}",
+                      length=f"a{superclock(used, self.rate)}@a{superclock(position, self.rate)}")
         placed["whole-file"] = "0"
         etree.SubElement(self._playlist_of(track), "Region", placed)
 
