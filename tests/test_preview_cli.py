@@ -97,3 +97,26 @@ def test_stembridge_script_entry_point(tmp_path: Path) -> None:
     assert done.stdout.strip() == str(manifest.parent / "song_preview.wav")
     assert json.loads(manifest.read_text())["preview"] == "song_preview.wav"
     assert set(json.loads(manifest.read_text())["stems"]) == set(STEMS)
+
+
+def test_preview_of_a_real_separation(tmp_path: Path, capsys: pytest.CaptureFixture, model_repo: Path) -> None:
+    # Stems straight from `stembridge separate` (tiny model): the preview matches their rate,
+    # length, channels and BWF position, and a flat preview is their sum.
+    from bridge.wavio import read_time_reference, write_wav
+    from conftest import multitone
+
+    source = tmp_path / "take.wav"
+    write_wav(source, multitone(1.5, 48000, 2), 48000, "24", 48000 * 60)
+    assert main(["separate", str(source), "-o", str(tmp_path / "out"), "--model-repo", str(model_repo),
+                 "--model", "htdemucs", "--quality", "preview", "--no-cache", "--json"]) == 0
+    manifest = Path(json.loads(capsys.readouterr().out.splitlines()[0])["manifest"])
+    assert main(["preview", str(manifest), "--presets-file", "/dev/null", "--preset", "flat"]) == 0
+    path = Path(capsys.readouterr().out.strip())
+    assert path == manifest.parent / "take_preview.wav"
+    data = json.loads(manifest.read_text())
+    assert data["preview"] == "take_preview.wav"
+    stems = [sf.read(manifest.parent / f, dtype="float32")[0] for f in data["stems"].values()]
+    got = sf.read(path, dtype="float32")[0]
+    assert got.shape == stems[0].shape == (data["frames"], 2)
+    assert sf.info(path).samplerate == 48000 and read_time_reference(path) == 48000 * 60
+    np.testing.assert_allclose(got, sum(s.astype(np.float64) for s in stems), atol=1e-6)
