@@ -15,6 +15,7 @@ from bridge.cli import main
 from bridge.errors import ConfigError
 from bridge.jobs.store import DONE, JobStore
 from bridge.preview import PreviewRenderer, osc_preview, resolve_target
+from bridge.preview.effects import effect_names
 from test_preview_stemset import STEMS, make_stem_set, noise_stems
 
 
@@ -120,3 +121,59 @@ def test_preview_of_a_real_separation(tmp_path: Path, capsys: pytest.CaptureFixt
     assert got.shape == stems[0].shape == (data["frames"], 2)
     assert sf.info(path).samplerate == 48000 and read_time_reference(path) == 48000 * 60
     np.testing.assert_allclose(got, sum(s.astype(np.float64) for s in stems), atol=1e-6)
+
+
+def test_osc_preview_round_trip_on_a_real_server(tmp_path: Path) -> None:
+    # The daemon's OSC server, job store and job service, with the preview handler plugged in:
+    # a UDP client on 127.0.0.1 asks for a preview by job id and gets preview_ready or error.
+    import socket
+
+    from pythonosc.osc_message import OscMessage
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    from bridge.config import load_config
+    from bridge.jobs.service import JobService
+    from bridge.osc.server import OscServer
+    from bridge.preview import preview_handler
+
+    manifest = make_stem_set(tmp_path, noise_stems())
+    config = load_config(env={}, flags={"paths.watch": ([tmp_path], "--watch"),
+                                        "paths.output": (tmp_path / "out", "--output"),
+                                        "paths.state_dir": (tmp_path / "state", "--state-dir")})
+    (tmp_path / "state").mkdir()
+    store = JobStore(config.sqlite_path)
+    job = store.add(tmp_path / "song.wav", tmp_path, "preview", {}, "osc")
+    store.finish(job.id, DONE, manifest=manifest)
+
+    def from_store(job_id: str) -> Path | None:
+        found = store.get(job_id)
+        return found.manifest if found else None
+
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.bind(("127.0.0.1", 0))
+    client.settimeout(10)
+    with PreviewRenderer(presets_file=Path("/dev/null")) as renderer:
+        server = OscServer("127.0.0.1", 0, JobService(config, store), preview_handler=preview_handler(renderer, from_store))
+        server.start()
+        try:
+            def ask(*args: str) -> tuple[str, list]:
+                builder = OscMessageBuilder(address="/stembridge/preview")
+                for arg in args:
+                    builder.add_arg(arg)
+                client.sendto(builder.build().dgram, ("127.0.0.1", server.port))
+                reply = OscMessage(client.recvfrom(65536)[0])
+                return reply.address, list(reply.params)
+
+            assert ask(job.id, "preset=karaoke", "drums.gain_db=-6") == (
+                "/stembridge/preview_ready", [job.id, str(manifest.parent / "song_preview.wav")])
+            stems = noise_stems()
+            expected = stems["drums"] * np.float32(10 ** (-6 / 20)) + stems["bass"] + stems["other"]
+            np.testing.assert_allclose(sf.read(manifest.parent / "song_preview.wav", dtype="float32")[0],
+                                       expected, atol=1e-6)
+            assert ask(job.id, "vocals.fx=autotune") == (
+                "/stembridge/error",
+                [job.id, f"vocals.fx: unknown effect 'autotune'; effects: {', '.join(effect_names())}, or plugin:PATH"])
+        finally:
+            server.stop()
+            client.close()
+            store.close()

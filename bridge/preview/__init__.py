@@ -16,6 +16,8 @@ API (for the CLI and the daemon):
 - `PreviewSpec.parse(overrides, base=None, stems=None)` checks key=value strings without
   rendering; ConfigError (one line) for bad keys, values, unknown effects, missing plugins.
   Key syntax: see bridge.preview.spec; TOML presets: see bridge.preview.presets.
+- `preview_handler(renderer, resolver)` is the `preview_handler` argument of
+  bridge.osc.server.OscServer: (job_id, options dict) -> path, errors raised.
 - `osc_preview(renderer, osc_args, resolver)` answers `/stembridge/preview s:job_id
   [s:key=value ...]` with the reply (address, args): preview_ready or error.
 - `set_job_resolver(fn)` lets the daemon's job store map job ids to manifests (the CLI's
@@ -23,7 +25,8 @@ API (for the CLI and the daemon):
 """
 
 from bridge.preview.render import PreviewRenderer
-from bridge.preview.requests import osc_preview, resolve_target, set_job_resolver
+from bridge.preview.requests import osc_preview, preview_handler, resolve_target, set_job_resolver
 from bridge.preview.spec import PreviewSpec, TrackSpec
 
-__all__ = ["PreviewRenderer", "PreviewSpec", "TrackSpec", "osc_preview", "resolve_target", "set_job_resolver"]
+__all__ = ["PreviewRenderer", "PreviewSpec", "TrackSpec", "osc_preview", "preview_handler", "resolve_target",
+           "set_job_resolver"]

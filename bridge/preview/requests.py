@@ -48,6 +48,19 @@ def resolve_target(target: str, resolver: JobResolver | None = None) -> Path:
                       "(job ids are resolved by a running daemon's job store)")
 
 
+def preview_handler(renderer: PreviewRenderer,
+                    resolver: JobResolver | None = None) -> Callable[[str, dict[str, str]], Path]:
+    """The `preview_handler` for bridge.osc.server.OscServer: (job_id, options) -> preview
+    path, raising StemBridgeError subclasses the server turns into `/stembridge/error`.
+    Option `preset` picks a preset; every other option is a `STEM.FIELD` override."""
+    def handle(job_id: str, options: dict[str, str]) -> Path:
+        preset = options.get("preset") or None
+        overrides = [f"{key}={value}" for key, value in options.items() if key != "preset"]
+        return renderer.render(resolve_target(job_id, resolver), overrides, preset)
+
+    return handle
+
+
 def osc_preview(renderer: PreviewRenderer, args: Sequence[object],
                 resolver: JobResolver | None = None) -> tuple[str, list[object]]:
     """Handle `/stembridge/preview s:job_id [s:key=value ...]`; returns the reply
