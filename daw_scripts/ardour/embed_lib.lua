@@ -1,4 +1,5 @@
--- Copy stembridge_lib.lua into the Ardour GUI scripts (which cannot `require` files).
+-- Copy stembridge_lib.lua into the Ardour GUI scripts (which cannot `require` files) and
+-- beside the REAPER scripts (which load it with dofile from their own folder).
 -- usage (from anywhere): lua5.4 daw_scripts/ardour/embed_lib.lua
 local here = (arg[0]:match("^(.*)[/\\]") or ".")
 local SCRIPTS = { "stembridge_separate.lua", "stembridge_import_hook.lua" }
@@ -30,3 +31,9 @@ for _, name in ipairs(SCRIPTS) do
   out:close()
   print("embedded stembridge_lib.lua into " .. name)
 end
+
+local reaper_copy = here .. "/../reaper/stembridge_lib.lua"
+local out = assert(io.open(reaper_copy, "wb"))
+out:write(lib)
+out:close()
+print("copied stembridge_lib.lua to " .. reaper_copy)

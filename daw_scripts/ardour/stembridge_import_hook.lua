@@ -266,6 +266,18 @@ function M.parse_manifest(text, manifest_path)
   }
 end
 
+--- Why stems described by `manifest` cannot replace the region of pending `entry` in a
+--- session running at `session_rate`, or nil when they can.
+function M.mismatch(entry, manifest, session_rate)
+  if manifest.sample_rate ~= session_rate then
+    return string.format("stems are %d Hz, the session runs at %d Hz", manifest.sample_rate, session_rate)
+  end
+  if manifest.frames < entry.start + entry.length then
+    return string.format("stems hold %d samples, the region needs %d", manifest.frames, entry.start + entry.length)
+  end
+  return nil
+end
+
 ---------------------------------------------------------------------------- OSC
 
 function M.osc_url(host, port)
@@ -458,7 +470,7 @@ end)()
       for route in Session:get_tracks():iter() do
         if not before[route:name()] then
           route:set_name(SB.stem_track_name(entry.track, stem.name))
-          if group and not group:isnil() then group:add(route) end
+          if group then group:add(route) end
           local plan = SB.region_plan(entry.position, entry.start, entry.length, entry.position)
           for region in route:to_track():playlist():region_list():iter() do
             SB.apply_region_plan(region, plan)
@@ -480,8 +492,11 @@ end)()
     for _, entry in ipairs(SB.parse_pending(text)) do
       if file_exists(entry.manifest) then
         local manifest, err = SB.parse_manifest(read_all(entry.manifest) or "", entry.manifest)
-        if manifest then
+        local problem = manifest and SB.mismatch(entry, manifest, Session:nominal_sample_rate())
+        if manifest and not problem then
           import_stems(entry, manifest)
+        elseif problem then
+          print("StemBridge: not importing " .. entry.manifest .. ": " .. problem)
         else
           print("StemBridge: cannot import " .. entry.manifest .. ": " .. err)
         end

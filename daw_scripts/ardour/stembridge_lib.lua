@@ -250,6 +250,18 @@ function M.parse_manifest(text, manifest_path)
   }
 end
 
+--- Why stems described by `manifest` cannot replace the region of pending `entry` in a
+--- session running at `session_rate`, or nil when they can.
+function M.mismatch(entry, manifest, session_rate)
+  if manifest.sample_rate ~= session_rate then
+    return string.format("stems are %d Hz, the session runs at %d Hz", manifest.sample_rate, session_rate)
+  end
+  if manifest.frames < entry.start + entry.length then
+    return string.format("stems hold %d samples, the region needs %d", manifest.frames, entry.start + entry.length)
+  end
+  return nil
+end
+
 ---------------------------------------------------------------------------- OSC
 
 function M.osc_url(host, port)

@@ -273,6 +273,18 @@ function M.parse_manifest(text, manifest_path)
   }
 end
 
+--- Why stems described by `manifest` cannot replace the region of pending `entry` in a
+--- session running at `session_rate`, or nil when they can.
+function M.mismatch(entry, manifest, session_rate)
+  if manifest.sample_rate ~= session_rate then
+    return string.format("stems are %d Hz, the session runs at %d Hz", manifest.sample_rate, session_rate)
+  end
+  if manifest.frames < entry.start + entry.length then
+    return string.format("stems hold %d samples, the region needs %d", manifest.frames, entry.start + entry.length)
+  end
+  return nil
+end
+
 ---------------------------------------------------------------------------- OSC
 
 function M.osc_url(host, port)
@@ -440,7 +452,7 @@ local SB = stembridge_lib
 local function track_of (region)
   for route in Session:get_tracks():iter() do
     for candidate in route:to_track():playlist():region_list():iter() do
-      if candidate:id():to_s() == region:id():to_s() then return route:name() end
+      if candidate:to_stateful():id():to_s() == region:to_stateful():id():to_s() then return route:name() end
     end
   end
   return "Audio"
