@@ -19,6 +19,7 @@ import logging
 import logging.handlers
 import os
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -74,6 +75,7 @@ class Daemon:
         self.verbose = verbose
         self.service: JobService | None = None
         self.osc_port: int | None = None
+        self._worker_ended = True
         self._stop = threading.Event()
 
     # -- the whole life ------------------------------------------------------------------
@@ -98,6 +100,13 @@ class Daemon:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         log.info("stopped")
+        if not self._worker_ended:
+            # The worker thread is still loading the model (or stuck in a separation that
+            # ignored cancellation); nothing it holds needs saving, and interpreter shutdown
+            # would wait for it on the import lock. Everything else is closed and flushed.
+            logging.shutdown()
+            sys.stderr.flush()
+            os._exit(0)
         return 0
 
     def stop(self) -> None:
@@ -183,7 +192,7 @@ class Daemon:
         running = self.service.running()
         if running is not None:
             log.info("waiting up to %.0f s for job %s to finish", timeout, running.id)
-        self.service.stop(timeout)
+        self._worker_ended = self.service.stop(timeout)
 
 
 def _show(value: object) -> str:

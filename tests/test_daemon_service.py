@@ -25,7 +25,7 @@ def service(tmp_path: Path, model_repo: Path):
         "paths.watch": ([watch], "--watch"), "paths.allowed_roots": ([sources], "test"),
         "paths.output": (tmp_path / "stems", "--output"), "paths.state_dir": (tmp_path / "state", "test"),
         "engine.model_repo": (model_repo, "--model-repo"), "engine.device": ("cpu", "--device"),
-        "engine.cache_dir": (tmp_path / "cache", "--cache-dir"),
+        "engine.cache_dir": (tmp_path / "cache", "--cache-dir"), "engine.quality": ("preview", "--quality"),
     })
     config.paths_state_dir.mkdir()
     store = JobStore(config.sqlite_path)

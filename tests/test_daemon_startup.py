@@ -47,7 +47,9 @@ class DaemonProcess:
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "XDG_CONFIG_HOME": str(self.root / "xdg"), "PYTHONUNBUFFERED": "1",
-                "STEMBRIDGE_DAEMON_DRAIN_TIMEOUT": str(self.drain_timeout)}
+                "STEMBRIDGE_DAEMON_DRAIN_TIMEOUT": str(self.drain_timeout),
+                # Preview: one tiny model, not render's bag of four, keeps the tests quick.
+                "STEMBRIDGE_ENGINE_QUALITY": "preview"}
 
     def start(self, *extra: str, port: int = 0, wait: bool = True) -> DaemonProcess:
         self.lines, self._queue = [], queue.Queue()

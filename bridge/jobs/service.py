@@ -7,7 +7,6 @@ existing file inside the allowed roots, the options must be valid separation opt
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 from pathlib import Path
@@ -34,7 +33,9 @@ class JobService:
         self.roots = tuple(Path(p).resolve() for p in (*config.paths_watch, *config.paths_allowed_roots))
         self._listeners: list[Listener] = []
         self._listeners_lock = threading.Lock()
-        self._worker = Worker(store, runner or SeparatorRunner(config), self._emit)
+        if runner is None:
+            runner = SeparatorRunner(config)
+        self._worker = Worker(store, runner, self._emit, warm=getattr(runner, "warm", None))
 
     # -- lifecycle (the daemon calls these) ------------------------------------------------
     def recover(self) -> None:
@@ -143,8 +144,7 @@ def make_request(config: Config, source: Path, output_root: Path, options: dict[
     merged = {"quality": config.engine_quality, **options}
     if config.engine_model and "model" not in merged:
         merged["model"] = config.engine_model
-    request = SeparationRequest.from_options(source, output_root, merged)
-    return dataclasses.replace(request, job_id=job_id) if job_id else request
+    return SeparationRequest.from_options(source, output_root, merged, job_id=job_id)
 
 
 class SeparatorRunner:
@@ -164,6 +164,13 @@ class SeparatorRunner:
                 cache_dir=self.config.engine_cache_dir, use_cache=self.config.engine_use_cache,
             ))
         return self._separator
+
+    def warm(self) -> None:
+        """Load the engine and the model watched-folder jobs use, so the first bounce does
+        not wait for it."""
+        from bridge.presets import preset_for
+
+        self.separator().model(self.config.engine_model or preset_for(self.config.engine_quality).model)
 
     def __call__(self, job: Job, progress: Progress, cancel: threading.Event) -> Path:
         request = make_request(self.config, job.source, job.output_root or self.config.paths_output,

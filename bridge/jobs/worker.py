@@ -26,10 +26,13 @@ PROGRESS_INTERVAL = 0.25
 
 
 class Worker:
-    def __init__(self, store: JobStore, runner: Runner, emit: Callable[[JobEvent], None]) -> None:
+    def __init__(self, store: JobStore, runner: Runner, emit: Callable[[JobEvent], None],
+                 warm: Callable[[], None] | None = None) -> None:
         self._store = store
         self._runner = runner
         self._emit = emit
+        self._warm = warm
+        self._warming = False
         self._cond = threading.Condition()
         self._stopping = False
         self._current: Job | None = None
@@ -68,6 +71,10 @@ class Worker:
             self._cond.notify_all()
         if not self._thread.is_alive():
             return True
+        if self._warming:
+            # Loading the model cannot be interrupted and holds no job: do not wait for it
+            # (the thread is a daemon thread and takes no job once it sees _stopping).
+            return False
         self._thread.join(drain_timeout)
         if self._thread.is_alive():
             with self._cond:
@@ -95,6 +102,14 @@ class Worker:
             return None
 
     def _loop(self) -> None:
+        if self._warm is not None:
+            self._warming = True
+            try:
+                self._warm()
+            except Exception as exc:  # the first job reports the real problem with its path
+                log.warning("could not preload the model: %s", exc)
+            finally:
+                self._warming = False
         while (job := self._next()) is not None:
             try:
                 self._run(job)
