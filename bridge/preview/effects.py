@@ -107,7 +107,7 @@ def canonical_name(name: str, where: str) -> str:
     return entry.cls.__name__
 
 
-def _coerce(value: Value, kind: str, cls: type, where: str) -> object:
+def _coerce(value: Value, kind: str, where: str) -> object:
     """Turn a key=value string (or a typed TOML value) into what the constructor accepts."""
     text = str(value).strip()
     if kind.startswith("Optional["):
@@ -126,7 +126,7 @@ def _coerce(value: Value, kind: str, cls: type, where: str) -> object:
         if not math.isfinite(number):
             raise ConfigError(f"{where}: expected a number, got {text!r}")
         return int(number) if kind == "int" else number
-    enum_type = _enum_type(kind, cls)
+    enum_type = _enum_type(kind)
     if enum_type is not None:
         members = dict(enum_type.__members__)
         for member_name, member in members.items():
@@ -137,7 +137,7 @@ def _coerce(value: Value, kind: str, cls: type, where: str) -> object:
     return text
 
 
-def _enum_type(kind: str, cls: type) -> type | None:
+def _enum_type(kind: str) -> type | None:
     # Documented as e.g. "pedalboard_native.LadderFilter.Mode": walk from the pedalboard module.
     parts = kind.split(".")
     if len(parts) < 2 or parts[0] != "pedalboard_native":
@@ -162,7 +162,7 @@ def make_effect_spec(name: str, params: list[tuple[str, Value]], where: str) -> 
         if key not in entry.params:
             valid = ", ".join(entry.params) or "none"
             raise ConfigError(f"{where}: {cls_name} has no parameter {key!r}; valid: {valid}")
-        typed.append((key, _coerce(value, entry.params[key], entry.cls, f"{where}: {cls_name}.{key}")))
+        typed.append((key, _coerce(value, entry.params[key], f"{where}: {cls_name}.{key}")))
     spec = EffectSpec(cls_name, tuple(typed))
     build_effect(spec, where)
     return spec
