@@ -143,8 +143,7 @@ class Daemon:
             _write_info(config, self.osc_port)
             stack.callback((config.paths_state_dir / INFO_FILE).unlink, missing_ok=True)
             pending = len(self.service.pending())
-            log.info("watching %s; stems go to %s%s", ", ".join(map(str, config.paths_watch)),
-                     config.paths_output, f"; {pending} jobs to resume" if pending else "")
+            log.info("stems go to %s%s", config.paths_output, f"; {pending} jobs to resume" if pending else "")
             log.info("serving on %s:%d", config.osc_host, self.osc_port)
             yield self
             log.info("stopping")
