@@ -202,3 +202,44 @@ def test_bad_master_plugin_fails_before_any_stem_is_processed(tmp_path: Path, re
         renderer.render(manifest, ["vocals.fx=reverb", f"master.fx=plugin:{fake}"])
     assert renderer.cache.nbytes == 0  # no stem was read or processed for a doomed request
     assert not (manifest.parent / "song_preview.wav").exists()
+
+
+def test_auto_preview_renders_after_preview_quality_jobs(tmp_path: Path, renderer: PreviewRenderer) -> None:
+    import threading
+
+    from bridge.jobs.events import JobEvent
+    from bridge.jobs.store import DONE, JobStore
+    from bridge.preview.auto import AutoPreview
+
+    draft = make_stem_set(tmp_path / "a", noise_stems())
+    final = make_stem_set(tmp_path / "b", noise_stems(seed=3))
+    store = JobStore(tmp_path / "jobs.sqlite")
+    try:
+        jobs = {}
+        for name, quality, manifest in (("render", "render", final), ("preview", "preview", draft),
+                                        ("broken", "preview", tmp_path / "gone" / "stems.json")):
+            job = store.add(tmp_path / f"{name}.wav", tmp_path, quality, {}, "watch")
+            jobs[name] = store.finish(job.id, DONE, manifest=manifest)
+    finally:
+        store.close()
+    ready: list[tuple[str, Path]] = []
+    errors: list[tuple[str, str]] = []
+    both_seen = threading.Event()
+
+    def on_error(job_id: str, message: str) -> None:
+        errors.append((job_id, message))
+        both_seen.set()
+
+    auto = AutoPreview(renderer, on_ready=lambda j, p: ready.append((j, p)), on_error=on_error, preset=None)
+    auto.start()
+    try:
+        auto(JobEvent("progress", jobs["preview"], 0.5, "separating"))  # not finished: ignored
+        auto(JobEvent("done", jobs["render"]))                          # render quality: ignored
+        auto(JobEvent("done", jobs["preview"]))
+        auto(JobEvent("done", jobs["broken"]))
+        assert both_seen.wait(30)  # in order: the broken job comes after the good one
+    finally:
+        auto.stop()
+    assert ready == [(jobs["preview"].id, draft.parent / "song_preview.wav")]
+    assert errors[0][0] == jobs["broken"].id and "no such manifest" in errors[0][1]
+    assert not (final.parent / "song_preview.wav").exists()

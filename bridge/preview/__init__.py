@@ -20,13 +20,17 @@ API (for the CLI and the daemon):
   bridge.osc.server.OscServer: (job_id, options dict) -> path, errors raised.
 - `osc_preview(renderer, osc_args, resolver)` answers `/stembridge/preview s:job_id
   [s:key=value ...]` with the reply (address, args): preview_ready or error.
+- `AutoPreview(renderer, on_ready, on_error, preset)` is a job listener that renders a default
+  preview after each preview-quality job on its own thread (start()/stop(); listeners must
+  not block the worker).
 - `set_job_resolver(fn)` lets the daemon's job store map job ids to manifests (the CLI's
   `stembridge preview JOB` uses it too); `resolve_target(text)` applies it.
 """
 
+from bridge.preview.auto import AutoPreview
 from bridge.preview.render import PreviewRenderer
 from bridge.preview.requests import osc_preview, preview_handler, resolve_target, set_job_resolver
 from bridge.preview.spec import PreviewSpec, TrackSpec
 
-__all__ = ["PreviewRenderer", "PreviewSpec", "TrackSpec", "osc_preview", "preview_handler", "resolve_target",
+__all__ = ["AutoPreview", "PreviewRenderer", "PreviewSpec", "TrackSpec", "osc_preview", "preview_handler", "resolve_target",
            "set_job_resolver"]
