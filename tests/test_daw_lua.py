@@ -5,8 +5,10 @@ command and reply handling) behave, run by a stock Lua 5.4 interpreter."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -217,3 +219,97 @@ def test_lua_wav_writer_output_reads_back_with_its_timestamp(tmp_path: Path) -> 
         f"f:write(SB.wav_header(192000, 1, 1, {2**32 + 5})); f:write(SB.pack_frames({{{{0.25}}}}, 1)); f:close()")
     assert read_time_reference(big) == 2**32 + 5
     assert sf.read(big, dtype="float32")[0].tolist() == [0.25]
+
+
+# ---------------------------------------------------------------------------------------- REAPER
+
+def reaper(code: str) -> str:
+    return lua(f"local R = dofile({lit(REAPER_LIB)})\n{code}")
+
+
+def test_reaper_item_plan_keeps_offset_playrate_and_section() -> None:
+    plan = lua_json(f"local R = dofile({lit(REAPER_LIB)})\n"
+                    "print(enc(R.item_plan({position = 12.5, length = 3, fade_in = 0.01, fade_out = 0.5, volume = 0.8},"
+                    " {offset = 1.25, playrate = 1.5, preserve_pitch = 1, pitch = -2, volume = 0.5},"
+                    " {offset = 10, reversed = false})))")
+    assert plan == {
+        "item": {"D_POSITION": 12.5, "D_LENGTH": 3, "D_FADEINLEN": 0.01, "D_FADEOUTLEN": 0.5, "D_VOL": 0.8},
+        "take": {"D_STARTOFFS": 11.25, "D_PLAYRATE": 1.5, "B_PPITCH": 1, "D_PITCH": -2, "D_VOL": 0.5},
+    }
+    out = reaper("print(R.item_plan({position = 0, length = 1}, {offset = 0, playrate = 1}, {offset = 0, reversed = true}))\n"
+                 "print(R.item_plan({position = 0, length = 1}, {offset = 0, playrate = 0}))")
+    assert out.splitlines() == ["nil\treversed takes are not supported: un-reverse the item, or glue it first",
+                                "nil\ttake playrate must be positive"]
+
+
+def test_reaper_mismatch_and_names() -> None:
+    out = reaper("print(R.mismatch({sample_rate = 44100, frames = 100}, 48000, 1))\n"
+                 "print(R.mismatch({sample_rate = 48000, frames = 47000}, 48000, 1))\n"
+                 "print(R.mismatch({sample_rate = 48000, frames = 48001}, 48000.0, 1.0))\n"
+                 "print(R.track_name('Gtr', 'vocals'), R.track_name('', 'vocals'))\n"
+                 "print(R.output_folder('My Song', '20250101-120000', 2, SB.safe_name), R.output_folder('', 's', 0, SB.safe_name))")
+    assert out.splitlines() == ["stems are 44100 Hz, the source 48000 Hz", "stems hold 47000 samples, the source 48000",
+                                "nil", "Gtr vocals\tvocals",
+                                "reaper/My_Song/20250101-120000_2\treaper/unsaved/s_0"]
+
+
+def test_reaper_reply_parsing() -> None:
+    queued = json.dumps({"address": "/stembridge/queued", "args": ["j1", "/a.wav"]})
+    progress = json.dumps({"address": "/stembridge/progress", "args": ["j1", 0.5, "separate"]})
+    done = json.dumps({"address": "/stembridge/done", "args": ["j1", "/o/a/stems.json"]})
+    cases = {
+        "\n".join([queued, progress, done, "exit 0"]): {"state": "done", "job_id": "j1", "manifest": "/o/a/stems.json"},
+        "stembridge: error: job : /a.wav: outside the allowed folders (/w)\r\nexit 1\r\n":
+            {"state": "error", "message": "stembridge: error: job : /a.wav: outside the allowed folders (/w)"},
+        "exit 1\n": {"state": "error", "message": "stembridge send exited with 1"},
+        "": {"state": "error", "message": "no /stembridge/done reply"},
+    }
+    for text, expected in cases.items():
+        assert lua_json(f"local R = dofile({lit(REAPER_LIB)})\nprint(enc(R.parse_reply({lit(text)}, SB.json_decode)))") == expected
+
+
+def test_reaper_runner_scripts_quote_awkward_paths() -> None:
+    out = reaper("io.write(R.runner_script('/opt/sb/stembridge', \"/m/it's a $(test).wav\", {exact_sum = true, quality = 'render'},"
+                 " '/p/r.reply', false, {'--port', '9011'}))")
+    assert out.splitlines() == [
+        "#!/bin/sh",
+        "'/opt/sb/stembridge' send '--port' '9011' --wait --json /stembridge/separate '/m/it'\\''s a $(test).wav'"
+        " 'exact_sum=1' 'quality=render' > '/p/r.reply.part' 2>&1",
+        "echo \"exit $?\" >> '/p/r.reply.part'",
+        "mv '/p/r.reply.part' '/p/r.reply'",
+    ]
+    cmd = reaper(r"io.write(R.runner_script([[C:\sb\stembridge.exe]], [[D:\100% mix.wav]], {quality = 'preview'}, [[D:\r.reply]], true))")
+    assert cmd.splitlines()[1] == ('"C:\\sb\\stembridge.exe" send --wait --json /stembridge/separate "D:\\100%% mix.wav"'
+                                    ' "quality=preview" > "D:\\r.reply.part" 2>&1')
+    assert reaper("print(R.runner_command('/p/a b.sh', false), R.runner_command([[C:\\p\\a.cmd]], true))").split("\t") == [
+        "/bin/sh '/p/a b.sh'", 'cmd.exe /C "C:\\p\\a.cmd"\n']
+
+
+def test_reaper_runner_gets_stems_from_the_daemon(tmp_path: Path, model_repo: Path, make_clip) -> None:
+    """The POSIX runner the ReaScript starts, run by /bin/sh against a live daemon; its reply
+    file parsed by the script's own function names a complete stem set of the source."""
+    from test_daemon_startup import DaemonProcess
+
+    exe = Path(sys.executable).with_name("stembridge")
+    if not exe.exists():
+        pytest.skip("the stembridge console script is not installed in this environment")
+    daemon = DaemonProcess(tmp_path, model_repo)
+    source = make_clip("it's a take.wav", seconds=1.0, rate=48000, folder=tmp_path / "watch" / "media")
+    runner, reply = tmp_path / "job.sh", tmp_path / "job.reply"
+    try:
+        daemon.start("--quality", "preview")
+        runner.write_text(reaper(f"io.write(R.runner_script({lit(exe)}, {lit(source)}, {{quality = 'preview', exact_sum = true,"
+                                 f" output = 'reaper/Song/s_0'}}, {lit(reply)}, false, {{'--port', '{daemon.port}'}}))"))
+        done = subprocess.run(["/bin/sh", str(runner)], timeout=120, env={**os.environ, **daemon.env()})
+        assert done.returncode == 0
+    finally:
+        daemon.stop()
+    assert not reply.with_name(reply.name + ".part").exists()
+    parsed = lua_json(f"local R = dofile({lit(REAPER_LIB)})\nlocal f = io.open({lit(reply)}); local t = f:read('a'); f:close()\n"
+                      "print(enc(R.parse_reply(t, SB.json_decode)))")
+    assert parsed["state"] == "done", parsed
+    manifest = Path(parsed["manifest"])
+    assert manifest.parent == daemon.output / "reaper" / "Song" / "s_0" / "it's a take"
+    mismatch = lua(f"local R = dofile({lit(REAPER_LIB)})\nlocal f = io.open({lit(manifest)}); local t = f:read('a'); f:close()\n"
+                   f"print(R.mismatch(assert(SB.parse_manifest(t, {lit(manifest)})), 48000, 1.0))")
+    assert mismatch.strip() == "nil"
