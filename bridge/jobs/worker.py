@@ -111,16 +111,22 @@ class Worker:
             finally:
                 self._warming = False
         while (job := self._next()) is not None:
+            event = None
             try:
-                self._run(job)
+                event = self._run(job)
             except Exception:  # the store itself failed: log it, keep serving
                 log.exception("job %s: could not record its result", job.id)
             finally:
                 with self._cond:
                     self._current = None
                     self._cond.notify_all()
+            # Announced only once the job is no longer current, so whoever hears "done" or
+            # "cancelled" and acts on it (cancels again, asks for status) sees the final state.
+            if event is not None:
+                self._emit(event)
 
-    def _run(self, job: Job) -> None:
+    def _run(self, job: Job) -> JobEvent | None:
+        """Run one job and record its end; returns the event announcing it."""
         log.info("job %s started: %s (%s)", job.id, job.source, job.quality)
         started = time.monotonic()
         reporter = _ProgressReporter(self._store, self._emit, job)
@@ -129,23 +135,22 @@ class Worker:
         except Cancelled:
             if self._cancel_reason == "shutdown":
                 self._store.requeue(job.id)
-                return
+                return None
             cancelled = self._store.finish(job.id, CANCELLED)
             log.info("job %s cancelled", job.id)
-            self._emit(JobEvent("cancelled", cancelled))
+            return JobEvent("cancelled", cancelled)
         except StemBridgeError as exc:
-            done = self._store.finish(job.id, FAILED, error=str(exc))
+            failed = self._store.finish(job.id, FAILED, error=str(exc))
             log.info("job %s failed: %s", job.id, exc)
-            self._emit(JobEvent("error", done, message=str(exc)))
+            return JobEvent("error", failed, message=str(exc))
         except Exception as exc:  # a bug must fail one job, not stop the daemon
             log.exception("job %s failed unexpectedly", job.id)
             message = f"internal error: {type(exc).__name__}: {exc}"
-            done = self._store.finish(job.id, FAILED, error=message)
-            self._emit(JobEvent("error", done, message=message))
-        else:
-            done = self._store.finish(job.id, DONE, manifest=manifest)
-            log.info("job %s done in %.2f s: %s", job.id, time.monotonic() - started, manifest)
-            self._emit(JobEvent("done", done, fraction=1.0, stage="done"))
+            failed = self._store.finish(job.id, FAILED, error=message)
+            return JobEvent("error", failed, message=message)
+        done = self._store.finish(job.id, DONE, manifest=manifest)
+        log.info("job %s done in %.2f s: %s", job.id, time.monotonic() - started, manifest)
+        return JobEvent("done", done, fraction=1.0, stage="done")
 
 
 class _ProgressReporter:
