@@ -85,7 +85,7 @@ class JobService:
         if self._worker.cancel(job_id):
             return self.store.get(job_id) or job
         job = self.store.get(job_id) or job
-        raise ConfigError(f"job {job_id} is already {job.state}; only queued or running jobs can be cancelled")
+        raise ConfigError(f"already {job.state}; only queued or running jobs can be cancelled")
 
     def jobs(self, job_id: str | None = None) -> list[Job]:
         """All jobs in submission order, or the one with `job_id` ([] if unknown)."""
