@@ -21,6 +21,7 @@ import torch
 from bridge import paths
 from bridge.audio import AudioInfo, ExactLength, Resampler, probe, read_blocks, resampled_length, to_stereo
 from bridge.cache import CacheCorrupt, StemCache, cache_key
+from bridge.dawproject import write_dawproject
 from bridge.device import is_out_of_memory, resolve_device
 from bridge.engine import Normalisation, SeparationParams, StreamSeparator
 from bridge.errors import Cancelled, ConfigError
@@ -59,6 +60,7 @@ class SeparationRequest:
     overlap: float | None = None
     segment: float | None = None
     precision: str | None = None
+    dawproject: bool = False     # also write <clip>.dawproject beside stems.json
 
     def __post_init__(self) -> None:
         if self.quality not in QUALITIES:
@@ -80,7 +82,7 @@ class SeparationRequest:
         check_template(self.name_template or DEFAULT_TEMPLATE)
 
     OPTION_KEYS = ("quality", "model", "stems", "two_stems", "exact_sum", "output", "format", "bit_depth",
-                   "shifts", "overlap", "segment", "precision", "name_template")
+                   "shifts", "overlap", "segment", "precision", "name_template", "dawproject")
 
     @classmethod
     def from_options(cls, source: Path, output_root: Path, options: dict[str, str],
@@ -94,9 +96,9 @@ class SeparationRequest:
         values: dict[str, object] = {}
         for key, raw in options.items():
             text = str(raw).strip()
-            if key == "exact_sum":
+            if key in ("exact_sum", "dawproject"):
                 if text.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                    raise ConfigError(f"exact_sum={text!r}: use 1 or 0")
+                    raise ConfigError(f"{key}={text!r}: use 1 or 0")
                 values[key] = text.lower() in ("1", "true", "yes", "on")
             elif key in ("shifts",):
                 values[key] = _parse_number(key, text, int)
@@ -217,8 +219,11 @@ class Separator:
                               fmt, bit_depth, model_name, request.quality)  # type: ignore[arg-type]
         while True:
             try:
-                return self._separate_and_write(info, analysis, loaded, plan, out_plan, request, job_id,
-                                                progress, cancel)
+                manifest = self._separate_and_write(info, analysis, loaded, plan, out_plan, request, job_id,
+                                                    progress, cancel)
+                if request.dawproject:
+                    write_dawproject(manifest)
+                return manifest
             except Cancelled:
                 raise
             except Exception as exc:

@@ -150,3 +150,24 @@ def test_flac_cannot_hold_float(tmp_path, capsys, model_repo, make_clip):
     assert code == 1
     assert "FLAC holds integer samples only" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_dawproject_beside_the_stems_validates(tmp_path, capsys, model_repo):
+    import zipfile
+
+    from lxml import etree
+
+    schemas = Path(__file__).parent / "data" / "dawproject"
+    source = tmp_path / "verse.wav"
+    write_wav(source, multitone(1.5, 48000, 2), 48000, "24", 48000 * 90)
+    [result] = separate(capsys, str(source), "-o", str(tmp_path / "out"), "--model-repo", str(model_repo),
+                        "--quality", "preview", "--dawproject")
+    project = Path(result["dawproject"])
+    assert project == Path(result["manifest"]).parent / "verse.dawproject"
+    with zipfile.ZipFile(project) as archive:
+        xml = etree.fromstring(archive.read("project.xml"))
+        etree.XMLSchema(etree.parse(str(schemas / "Project.xsd"))).assertValid(xml)
+        etree.XMLSchema(etree.parse(str(schemas / "MetaData.xsd"))).assertValid(
+            etree.fromstring(archive.read("metadata.xml")))
+    clips = xml.findall(".//Clip")
+    assert len(clips) == 4 and all(float(c.get("time")) == pytest.approx(90.0) for c in clips)

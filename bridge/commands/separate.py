@@ -55,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--segment", type=float, help="segment seconds (clamped to the model's maximum)")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
                         help="compute precision (default: preview auto, render fp32)")
+    parser.add_argument("--dawproject", action="store_true",
+                        help="also write <clip>.dawproject (stems as tracks at the clip's position) beside stems.json")
     parser.add_argument("--json", action="store_true", help="print one JSON object per input on stdout")
     add_engine_arguments(parser)
 
@@ -70,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, stems=args.stems, two_stems=args.two_stems, exact_sum=args.exact_sum,
         format=args.format, bit_depth=args.bit_depth, name_template=args.name_template,
         shifts=args.shifts, overlap=args.overlap, segment=args.segment, precision=args.precision,
+        dawproject=args.dawproject,
     ) for path in args.inputs]
     separator = Separator(engine_settings(args))
     failures = 0
@@ -89,8 +92,10 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             data = read_manifest(manifest)
             manifest = manifest.resolve()
+            dawproject = next(manifest.parent.glob("*.dawproject"), None) if request.dawproject else None
             print(json.dumps({"input": str(request.source), "manifest": str(manifest),
                               "stems": {k: str(manifest.parent / v) for k, v in data["stems"].items()},
+                              "dawproject": str(dawproject) if dawproject else None,
                               "seconds": round(time.monotonic() - started, 3)}), flush=True)
         else:
             print(f"{request.source.name} -> {manifest.parent}", file=sys.stderr)
