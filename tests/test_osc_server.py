@@ -344,3 +344,26 @@ def test_busy_port_fails_start(served) -> None:
     server = start()
     with pytest.raises(OSError):
         OscServer("127.0.0.1", server.port, InTestService(Path("/"))).start()
+
+
+def test_ipv6_loopback(served, bounce: Path) -> None:
+    service, _, _ = served
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    server = OscServer("::1", 0, service)
+    try:
+        server.start()
+    except OSError as exc:
+        pytest.skip(f"cannot bind ::1: {exc}")
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+            sock.settimeout(5)
+            builder = OscMessageBuilder(address="/stembridge/separate")
+            builder.add_arg(str(bounce))
+            sock.sendto(builder.build().dgram, ("::1", server.port))
+            reply = OscMessage(sock.recv(65536))
+            assert (reply.address, reply.params[0]) == ("/stembridge/queued", "job1")
+            assert service.all["job1"].reply_to == ("::1", sock.getsockname()[1])
+    finally:
+        server.stop()

@@ -126,7 +126,9 @@ class OscServer:
             log.debug("reply to %s:%d failed: %s", peer[0], peer[1], exc)
 
     # -- requests ----------------------------------------------------------------------------
-    def handle_datagram(self, data: bytes, peer: Address) -> None:
+    def handle_datagram(self, data: bytes, client_address: tuple) -> None:
+        # IPv6 peers come as (host, port, flowinfo, scope_id); jobs store (host, port).
+        peer: Address = (client_address[0], int(client_address[1]))
         try:
             messages = osc_packet.OscPacket(data).messages
         except osc_packet.ParseError as exc:
