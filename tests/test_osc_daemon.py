@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -143,3 +145,16 @@ def test_osc_requests_errors_and_a_separation(running, make_clip) -> None:
         assert daw.recv()[0] == "/stembridge/pong"
     finally:
         daw.close()
+
+    # The shell route a DAW without OSC takes: `stembridge send --wait` prints the manifest.
+    send = [sys.executable, "-m", "bridge.cli", "send", "--port", str(daemon.port)]
+    waited = subprocess.run(send + ["--wait", "/stembridge/separate", str(target), "stems=4"],
+                            capture_output=True, text=True, timeout=JOB_TIMEOUT)
+    assert waited.returncode == 0, waited.stderr
+    lines = waited.stdout.splitlines()
+    assert lines[0].startswith("/stembridge/queued ") and lines[-1].startswith("/stembridge/done ")
+    finished_id = lines[-1].split()[1]
+    refused = subprocess.run(send + ["/stembridge/cancel", finished_id], capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 1
+    assert refused.stderr == f"stembridge: error: job {finished_id}: already done; " \
+        "only queued or running jobs can be cancelled\n"
