@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +16,13 @@ import soundfile as sf
 HERE = Path(__file__).resolve().parent
 LUA = "ardour7-lua"
 EXPORT = "ardour7-export"
-# Generous: a cold start of Ardour on a loaded 2-core CI machine takes a few seconds.
-TIMEOUT_S = 120
+# A healthy run takes 1-3 s. Under heavy load Ardour 7.3 now and then never finishes
+# starting (seen once in about 30 session creations while other suites loaded both cores);
+# such a run is killed and tried again.
+TIMEOUT_S = 60
+ATTEMPTS = 2
+# Two renders of one session agree when no sample differs by more than this (-120 dBFS).
+AGREE = 1e-6
 
 
 def available() -> bool:
@@ -32,11 +39,25 @@ class PlacedRegion:
     path: str
 
 
+def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run an Ardour tool, retrying once when it hangs; its own process group so that a kill
+    reaches everything it started."""
+    for attempt in range(ATTEMPTS):
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=TIMEOUT_S)
+            return subprocess.CompletedProcess(command, proc.returncode, out, err)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    raise RuntimeError(f"{' '.join(command)} did not finish in {TIMEOUT_S} s, {ATTEMPTS} times")
+
+
 def run_lua(script: str | Path, *args: str | int) -> str:
     """Run a Lua script with ardour7-lua; returns stdout, raises with Ardour's output on failure."""
     script_path = Path(script) if Path(script).is_absolute() else HERE / script
-    result = subprocess.run([LUA, str(script_path), *map(str, args)], capture_output=True, text=True,
-                            timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
+    result = _run([LUA, str(script_path), *map(str, args)])
     if result.returncode != 0:
         raise RuntimeError(f"{script_path.name} failed ({result.returncode}): {result.stdout}{result.stderr}")
     return result.stdout
@@ -63,8 +84,7 @@ def regions(session_dir: Path, name: str, clear: str | None = None) -> list[Plac
 
 
 def _render(session_dir: Path, name: str, output: Path) -> np.ndarray:
-    result = subprocess.run([EXPORT, "-B", "-b", "float", "-o", str(output), str(session_dir), name],
-                            capture_output=True, text=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
+    result = _run([EXPORT, "-B", "-b", "float", "-o", str(output), str(session_dir), name])
     # ardour7-export 7.3 can abort while tearing down after a complete export; the file is
     # what counts, so judge by it and keep Ardour's output for the message.
     if not output.is_file() or output.stat().st_size == 0:
@@ -79,15 +99,18 @@ def export(session_dir: Path, name: str, output: Path, attempts: int = 4) -> Pat
     ardour7-export 7.3 on a busy machine now and then writes a render with corrupt samples
     (seen: one sample in every 2048 replaced by ~1e35 on one channel, about one run in seven
     while other test suites loaded both cores); a re-render of the same session is clean.
-    Renders are deterministic, so render until two agree bit for bit.
+    So render until two renders agree. Not bit for bit: Ardour sums tracks into the master
+    bus in whatever order its process threads finish, which moves the last bit (~1e-7).
     """
     seen: list[tuple[np.ndarray, Path]] = []
     for attempt in range(attempts):
         path = output.with_name(f"{output.stem}.try{attempt}{output.suffix}")
         data = _render(session_dir, name, path)
         for earlier, _ in seen:
-            if np.array_equal(earlier, data):
+            if earlier.shape == data.shape and np.max(np.abs(earlier - data), initial=0.0) <= AGREE:
                 path.replace(output)
+                for _, other in seen:
+                    other.unlink(missing_ok=True)
                 return output
         seen.append((data, path))
-    raise RuntimeError(f"ardour7-export gave {attempts} different renders of {session_dir}")
+    raise RuntimeError(f"ardour7-export gave {attempts} renders of {session_dir} that disagree")
