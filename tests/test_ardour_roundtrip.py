@@ -30,7 +30,10 @@ from bridge.wavio import read_time_reference
 from conftest import multitone
 from test_daemon_startup import DaemonProcess
 
-pytestmark = pytest.mark.skipif(not headless.available(), reason="Ardour 7 (ardour7-lua, ardour7-export) not installed")
+pytestmark = [
+    pytest.mark.ardour,
+    pytest.mark.skipif(not headless.available(), reason="Ardour 7 (ardour7-lua, ardour7-export) not installed: apt-get install ardour"),
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 LIB = ROOT / "daw_scripts" / "ardour" / "stembridge_lib.lua"

@@ -25,7 +25,7 @@ REAPER_LIB = SCRIPTS / "reaper" / "stembridge_reaper.lua"
 LUA = shutil.which("lua5.4")
 LUAC = shutil.which("luac5.4") or shutil.which("luac")
 
-pytestmark = pytest.mark.skipif(LUA is None, reason="lua5.4 not installed: apt-get install lua5.4")
+pytestmark = [pytest.mark.lua, pytest.mark.skipif(LUA is None, reason="lua5.4 not installed: apt-get install lua5.4")]
 
 
 def lit(text: object) -> str:
