@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
-import torch
-
 log = logging.getLogger(__name__)
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
@@ -35,12 +33,16 @@ def select_device(requested: str, mps_available: bool, cuda_available: bool) -> 
 
 
 def mps_available() -> bool:
+    import torch  # imported here so that choosing a device costs nothing until it runs
+
     backend = getattr(torch.backends, "mps", None)
     return bool(backend and backend.is_available())
 
 
 def smoke_test(device: str) -> str | None:
     """Run a tiny computation on `device`; the error text if it fails, else None."""
+    import torch
+
     try:
         x = torch.ones(8, 8, device=device)
         float((x @ x).sum().item())
@@ -51,6 +53,8 @@ def smoke_test(device: str) -> str | None:
 
 def resolve_device(requested: str) -> tuple[str, str]:
     """The device to use now, after availability checks and a smoke test."""
+    import torch
+
     device, reason = select_device(requested, mps_available(), torch.cuda.is_available())
     if device != "cpu":
         failure = smoke_test(device)
@@ -61,6 +65,8 @@ def resolve_device(requested: str) -> tuple[str, str]:
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """True for CUDA/MPS/CPU allocation failures, which a smaller segment or the CPU can avoid."""
+    import torch
+
     if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         return True
     text = str(exc).lower()

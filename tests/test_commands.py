@@ -56,3 +56,17 @@ def test_other_source_formats(tmp_path, capsys, model_repo, name, fmt, subtype):
         info = sf.info(stem)
         assert (info.frames, info.samplerate, info.channels) == (frames, 44100, 2)
     assert Path(result["manifest"]).parent.name == "take"
+
+
+def test_command_line_starts_without_loading_torch():
+    """DAW scripts call `stembridge send` per request: building the CLI must stay light."""
+    code = "import sys; from bridge.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "False", result.stderr
+
+
+def test_separate_default_template_matches_the_writer():
+    from bridge.commands import separate
+    from bridge import output
+
+    assert separate.DEFAULT_TEMPLATE == output.DEFAULT_TEMPLATE

@@ -8,11 +8,7 @@ import socket
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from bridge import paths
-from bridge.device import resolve_device
-from bridge.models import available_models
 
 NAME = "doctor"
 HELP = "check this machine's setup and run a self-test separation"
@@ -45,6 +41,7 @@ def _port_free(port: int) -> bool:
 
 def self_test(device: str) -> str:
     """Separate 2 s of generated stereo with a tiny random-weight model; raise on any fault."""
+    import numpy as np
     import soundfile as sf
 
     from bridge.manifest import read_manifest
@@ -74,6 +71,9 @@ def self_test(device: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bridge.device import resolve_device
+    from bridge.models import available_models
+
     problems = 0
 
     def report(ok: bool, label: str, detail: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bridge.models import available_models, hf_cache_dir, is_offline
 
 NAME = "models"
 HELP = "list the Demucs models available locally and where StemBridge looks for them"
@@ -17,6 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import torch
+
+    from bridge.models import available_models, hf_cache_dir, is_offline
 
     found = available_models(args.model_repo)
     if found:

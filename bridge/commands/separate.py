@@ -8,13 +8,19 @@ import sys
 import time
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from bridge import paths
 from bridge.device import DEVICE_CHOICES
 from bridge.errors import StemBridgeError
-from bridge.manifest import read_manifest
-from bridge.output import DEFAULT_TEMPLATE
-from bridge.pipeline import EngineSettings, SeparationRequest, Separator
 from bridge.progress import ProgressBar
+
+if TYPE_CHECKING:
+    from bridge.pipeline import EngineSettings
+
+# Kept in step with bridge.output.DEFAULT_TEMPLATE; importing that module here would load the
+# audio stack for every `stembridge` invocation, `send` included.
+DEFAULT_TEMPLATE = "{clip}/{clip}_{stem}"
 
 NAME = "separate"
 HELP = "split audio files into stems"
@@ -61,12 +67,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_engine_arguments(parser)
 
 
-def engine_settings(args: argparse.Namespace) -> EngineSettings:
+def engine_settings(args: argparse.Namespace) -> "EngineSettings":
+    from bridge.pipeline import EngineSettings
+
     return EngineSettings(device=args.device, model_repo=args.model_repo, cache_dir=args.cache_dir,
                           cache_max_bytes=int(args.cache_max_gb * 1024**3), use_cache=not args.no_cache)
 
 
 def run(args: argparse.Namespace) -> int:
+    from bridge.manifest import read_manifest
+    from bridge.pipeline import SeparationRequest, Separator
+
     requests = [SeparationRequest(
         source=path, output_root=args.output or paths.default_output_dir(), quality=args.quality,
         model=args.model, stems=args.stems, two_stems=args.two_stems, exact_sum=args.exact_sum,
