@@ -83,7 +83,9 @@ class OutputPlan:
                   "quality": self.quality}
         relative = self.template.format(**fields).replace("\\", "/")
         parts = [sanitise_name(part) for part in relative.split("/") if part not in ("", ".", "..")]
-        path = self.root.joinpath(*parts).with_suffix(f".{self.fmt}")
+        # Appended, not with_suffix(): a clip called "take 1.5" must not lose its ".5".
+        parts[-1] = f"{parts[-1]}.{self.fmt}"
+        path = self.root.joinpath(*parts)
         root = self.root.resolve()
         if root not in path.resolve().parents:
             raise OutputError(path, f"would leave the output folder {root}")

@@ -134,6 +134,13 @@ def test_name_template_and_unsafe_clip_names(tmp_path, capsys, model_repo, make_
     assert (manifest.parent / "evil_name_-vocals.wav").exists()
 
 
+def test_dots_in_clip_names_are_kept(tmp_path, capsys, model_repo, make_clip):
+    source = make_clip("mix v1.5.wav", seconds=1.0)
+    [result] = separate(capsys, str(source), "-o", str(tmp_path / "out"), "--model-repo", str(model_repo),
+                        "--quality", "preview")
+    assert Path(result["stems"]["vocals"]) == tmp_path / "out" / "mix v1.5" / "mix v1.5_vocals.wav"
+
+
 def test_bad_name_template_is_a_clear_error(tmp_path, capsys, model_repo, make_clip):
     source = make_clip("clip.wav", seconds=1.0)
     code = main(["separate", str(source), "-o", str(tmp_path / "out"), "--model-repo", str(model_repo),
