@@ -45,6 +45,7 @@ class Config:
     engine_cache_dir: Path | None = None
     engine_quality: Quality = "render"
     engine_use_cache: bool = True
+    engine_dawproject: bool = False
     daemon_drain_timeout: float = 10.0
     daemon_log_level: LogLevel = "info"
     # key ("osc.port") -> where its value came from ("env STEMBRIDGE_OSC_PORT"); defaults absent.
@@ -65,7 +66,7 @@ _KIND: dict[str, str] = {
     "paths_allowed_roots": "paths", "osc_host": "str", "osc_port": "port", "osc_allow": "strs",
     "osc_max_subscribers": "count", "engine_device": "choice", "engine_model": "str",
     "engine_model_repo": "path", "engine_cache_dir": "path", "engine_quality": "choice",
-    "engine_use_cache": "bool", "daemon_drain_timeout": "seconds", "daemon_log_level": "choice",
+    "engine_use_cache": "bool", "engine_dawproject": "bool", "daemon_drain_timeout": "seconds", "daemon_log_level": "choice",
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "engine_device": ("auto", "cpu", "cuda", "mps"),

@@ -153,7 +153,8 @@ class Daemon:
         from bridge.osc.server import OscServer
 
         config = self.config
-        server = OscServer(config.osc_host, config.osc_port, self.service, list(config.osc_allow))
+        server = OscServer(config.osc_host, config.osc_port, self.service, list(config.osc_allow),
+                           max_subscribers=config.osc_max_subscribers)
         try:
             server.start()
         except StemBridgeError:

@@ -113,9 +113,20 @@ def test_every_key_is_settable_from_the_environment(no_user_config: Path) -> Non
     values = {"paths.watch": "/w", "paths.output": "/o", "paths.state_dir": "/s", "paths.allowed_roots": "/r",
               "osc.host": "127.0.0.3", "osc.port": "1234", "osc.allow": "h", "osc.max_subscribers": "3",
               "engine.device": "cpu", "engine.model": "m", "engine.model_repo": "/m", "engine.cache_dir": "/c",
-              "engine.quality": "preview", "engine.use_cache": "0", "daemon.drain_timeout": "1",
+              "engine.quality": "preview", "engine.use_cache": "0", "engine.dawproject": "1",
+              "daemon.drain_timeout": "1",
               "daemon.log_level": "debug"}
     assert set(values) == set(KEYS)
     env = {"STEMBRIDGE_" + key.replace(".", "_").upper(): text for key, text in values.items()}
     config = load_config(env=env)
     assert len(config.non_default()) == len(KEYS)
+
+
+def test_dawproject_key_turns_it_on_for_every_job(no_user_config: Path) -> None:
+    from bridge.jobs.service import make_request
+
+    source = no_user_config / "mix.wav"
+    config = load_config(env={"STEMBRIDGE_ENGINE_DAWPROJECT": "true"})
+    assert make_request(config, source, no_user_config, {}).dawproject is True
+    assert make_request(config, source, no_user_config, {"dawproject": "0"}).dawproject is False
+    assert make_request(load_config(env={}), source, no_user_config, {}).dawproject is False

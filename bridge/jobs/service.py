@@ -144,6 +144,8 @@ def make_request(config: Config, source: Path, output_root: Path, options: dict[
     merged = {"quality": config.engine_quality, **options}
     if config.engine_model and "model" not in merged:
         merged["model"] = config.engine_model
+    if config.engine_dawproject and "dawproject" not in merged:
+        merged["dawproject"] = "1"
     return SeparationRequest.from_options(source, output_root, merged, job_id=job_id)
 
 
