@@ -60,10 +60,8 @@ def make_stem_set(folder: Path, stems: dict[str, np.ndarray], rate: int = RATE, 
 
 
 def blocks_of(audio: np.ndarray, size: int = 1000):
-    # Transposed views of planar audio, as the renderer hands them over.
-    planar = np.ascontiguousarray(audio.T)
-    for start in range(0, planar.shape[1], size):
-        yield planar[:, start:start + size].T
+    for start in range(0, len(audio), size):
+        yield audio[start:start + size]
 
 
 def test_open_stem_set_from_folder_or_manifest(tmp_path: Path) -> None:
@@ -76,12 +74,12 @@ def test_open_stem_set_from_folder_or_manifest(tmp_path: Path) -> None:
     assert preview_path(stem_set) == manifest.parent / "song_preview.wav"
 
 
-def test_read_stem_is_planar_float32(tmp_path: Path) -> None:
+def test_read_stem_is_interleaved_float32(tmp_path: Path) -> None:
     stems = noise_stems()
     stem_set = open_stem_set(make_stem_set(tmp_path, stems))
     audio = read_stem(stem_set, "bass")
-    assert audio.dtype == np.float32 and audio.flags.c_contiguous and audio.shape == (2, int(0.5 * RATE))
-    np.testing.assert_array_equal(audio, stems["bass"].T)
+    assert audio.dtype == np.float32 and audio.flags.c_contiguous
+    np.testing.assert_array_equal(audio, stems["bass"])
 
 
 def test_stem_with_other_length_than_manifest_is_refused(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Union
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from bridge.preview.stemset import StemSet, open_stem_set, read_stem, stem_ident
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_BYTES = 1 << 30  # 1 GiB: both raw and processed stems of a 3-minute 6-stem set
-BLOCK_FRAMES = 1 << 16  # 512 KiB of stereo float: the running sum stays in the CPU cache
+BLOCK_FRAMES = 1 << 16  # 512 KiB of stereo float: the running sum stays in L2 cache
 
 
 class PreviewRenderer:
@@ -103,12 +103,12 @@ class PreviewRenderer:
         self.close()
 
     def mix(self, stem_set: StemSet, spec: PreviewSpec) -> np.ndarray:
-        """The whole preview as (frames, channels) float32 (the file's layout), without writing."""
+        """The whole preview as (frames, channels) float32, without writing anything."""
         blocks = [block.copy() for block in self.mix_blocks(stem_set, spec)]
         return np.concatenate(blocks, axis=0) if blocks else np.zeros((0, stem_set.channels), np.float32)
 
     def mix_blocks(self, stem_set: StemSet, spec: PreviewSpec) -> Iterator[np.ndarray]:
-        """The preview as consecutive (frames, channels) blocks (transposed views).
+        """The preview as consecutive (frames, channels) blocks.
 
         Every check, plugin load and effect run happens here, before the first block is
         asked for, so a failing request never opens an output file. Without a master chain
@@ -129,12 +129,12 @@ class PreviewRenderer:
         if master_board is None:
             return _scaled(_sum_blocks(layers, stem_set), master_gain)
         # The master chain needs the whole sum (its state runs across block edges).
-        whole = np.empty((stem_set.channels, stem_set.frames), dtype=np.float32)
+        whole = np.empty((stem_set.frames, stem_set.channels), dtype=np.float32)
         for start, block in _sum_blocks(layers, stem_set):
-            whole[:, start:start + block.shape[1]] = block
+            whole[start:start + len(block)] = block
         whole = effects.process(master_board, whole, stem_set.sample_rate)
         whole *= master_gain
-        return (whole[:, start:start + BLOCK_FRAMES].T for start in range(0, stem_set.frames, BLOCK_FRAMES))
+        return (whole[start:start + BLOCK_FRAMES] for start in range(0, stem_set.frames, BLOCK_FRAMES))
 
     def _processed(self, stem_set: StemSet, tracks: dict[str, TrackSpec]) -> dict[str, np.ndarray]:
         """Each audible stem after its chain: from the cache, or computed (in parallel)."""
@@ -161,6 +161,8 @@ class PreviewRenderer:
                 self.cache.put(raw_key, raw)
             if name not in boards:
                 return raw
+            # Cached in the file's interleaved (frames, channels) layout, so the re-mix and the
+            # writer never transpose.
             out = effects.process(boards[name], raw, stem_set.sample_rate)
             self.cache.put(key, out)
             return out
@@ -186,40 +188,51 @@ def _db_to_gain(db: float) -> float:
     return float(10.0 ** (db / 20.0))
 
 
-def _channel_gains(track: TrackSpec, channels: int) -> np.ndarray | None:
-    """Per-channel factors, shaped (channels, 1) to scale planar audio, or None when the
-    stem is summed as it is (exactly)."""
+Gains = Union[None, np.float32, np.ndarray]
+
+
+def _channel_gains(track: TrackSpec, channels: int) -> Gains:
+    """None when the stem is summed as it is (exactly), a scalar for a plain gain, or, for a
+    pan, a whole block of per-sample factors: numpy broadcasting a (channels,) vector runs
+    its inner loop over 2 elements and is several times slower than two equal-shaped arrays."""
     gain = _db_to_gain(track.gain_db)
     if track.pan and channels == 2:
         # Balance law: centre leaves both sides untouched (so a plain sum stays exact);
         # moving right attenuates the left side linearly, and vice versa. The stems are
         # already stereo images: a balance control moves them without a mono panner's dip.
-        return np.array([[gain * min(1.0, 1.0 - track.pan)], [gain * min(1.0, 1.0 + track.pan)]], dtype=np.float32)
+        pair = np.array([gain * min(1.0, 1.0 - track.pan), gain * min(1.0, 1.0 + track.pan)], dtype=np.float32)
+        return np.ascontiguousarray(np.broadcast_to(pair, (BLOCK_FRAMES, 2)))
     if gain == 1.0:
         return None
-    return np.full((channels, 1), gain, dtype=np.float32)
+    return np.float32(gain)
 
 
 def _scaled(blocks: Iterator[tuple[int, np.ndarray]], gain: np.float32) -> Iterator[np.ndarray]:
     for _, block in blocks:
         if gain != 1.0:
             block *= gain
-        yield block.T  # the writer interleaves this small, cache-resident block
+        yield block
 
 
-def _sum_blocks(layers: list[tuple[np.ndarray, np.ndarray | None]],
+def _sum_blocks(layers: list[tuple[np.ndarray, Gains]],
                 stem_set: StemSet) -> Iterator[tuple[int, np.ndarray]]:
-    """Running (channels, block) sums of the planar layers, one reused buffer."""
-    buffer = np.empty((stem_set.channels, BLOCK_FRAMES), dtype=np.float32)
+    buffer = np.empty((BLOCK_FRAMES, stem_set.channels), dtype=np.float32)
     scratch = np.empty_like(buffer)
     for start in range(0, stem_set.frames, BLOCK_FRAMES):
         stop = min(start + BLOCK_FRAMES, stem_set.frames)
-        out, tmp = buffer[:, :stop - start], scratch[:, :stop - start]
-        out.fill(0.0)
-        for audio, gains in layers:
+        out, tmp = buffer[:stop - start], scratch[:stop - start]
+        if not layers:
+            out.fill(0.0)
+        for i, (audio, gains) in enumerate(layers):
+            # The first layer is written, not added to zeros: one pass less over the block.
+            target = out if i == 0 else tmp
             if gains is None:
-                out += audio[:, start:stop]
-            else:
-                np.multiply(audio[:, start:stop], gains, out=tmp)
+                if i == 0:
+                    np.copyto(out, audio[start:stop])
+                else:
+                    out += audio[start:stop]
+                continue
+            np.multiply(audio[start:stop], gains if gains.ndim == 0 else gains[:stop - start], out=target)
+            if i > 0:
                 out += tmp
         yield start, out

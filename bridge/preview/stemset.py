@@ -1,7 +1,6 @@
 """Reading a published stem set and writing its preview file beside it.
 
-Audio is held as (channels, frames) float32, the planar layout pedalboard processes without
-copying; only small blocks are interleaved on their way into the preview file. The preview is
+Audio is handled as (frames, channels) float32, the interleaved layout of the files. The preview is
 written in the stems' own container and sample format, with the set's bext TimeReference, under
 a hidden temporary name, then renamed into place and recorded as `preview` in stems.json.
 """
@@ -79,8 +78,7 @@ def read_stem(stem_set: StemSet, name: str) -> np.ndarray:
     if (rate, data.shape[0], data.shape[1]) != expected:
         raise InputError(file, f"stem is {rate} Hz, {data.shape[0]} frames, {data.shape[1]} channels; "
                                f"the manifest says {expected[0]} Hz, {expected[1]} frames, {expected[2]} channels")
-    # Transposed once here, on a cache miss, rather than before and after every effect run.
-    return np.ascontiguousarray(data.T)
+    return data  # (frames, channels), C-contiguous: the layout of the file and of the re-mix
 
 
 def preview_path(stem_set: StemSet) -> Path:
@@ -92,8 +90,8 @@ def preview_path(stem_set: StemSet) -> Path:
 
 def write_preview(stem_set: StemSet, blocks: Iterable[np.ndarray], *, durable: bool = False,
                   retire: Callable[[Path], None] | None = None) -> Path:
-    """Write consecutive (frames, channels) `blocks` (views are fine) as the set's preview and
-    record it in stems.json.
+    """Write consecutive (frames, channels) `blocks` as the set's preview and record it in
+    stems.json.
 
     `durable=False` skips fsync of the audio: a preview can always be rendered again, and
     flushing tens of MB would cost more than the whole gain-only re-mix. The rename is still
@@ -154,7 +152,7 @@ def _write_soundfile(temp: Path, blocks: Iterable[np.ndarray], stem_set: StemSet
     with sf.SoundFile(temp, "w", samplerate=stem_set.sample_rate, channels=stem_set.channels,
                       format=fmt, subtype=subtype) as out:
         for block in blocks:
-            out.write(np.clip(block, -1.0, 1.0) if clip else np.ascontiguousarray(block))
+            out.write(np.clip(block, -1.0, 1.0) if clip else block)
 
 
 def _record(stem_set: StemSet, final: Path) -> None:
