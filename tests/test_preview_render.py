@@ -192,6 +192,22 @@ def test_array_cache_stays_within_its_budget() -> None:
     assert cache.get("huge") is None and cache.nbytes == 3000
     with pytest.raises(ValueError):
         cache.get("b")[0] = 1.0  # cached audio is shared between renders: read-only
+    cache.demote("e")  # used last, but demoted: the first to go
+    cache.put("f", np.zeros(250, np.float32))
+    assert cache.get("e") is None and cache.get("b") is not None and cache.get("d") is not None
+
+
+def test_processed_stems_outlive_raw_ones_in_a_small_cache(tmp_path: Path) -> None:
+    # Room for the four processed stems and little else: a gain change must still not re-run
+    # any effect, because raw stems are evicted first.
+    stems = noise_stems()
+    manifest = make_stem_set(tmp_path, stems)
+    one = stems["drums"].nbytes
+    fx = [f"{s}.fx=highpassfilter" for s in STEMS]
+    with PreviewRenderer(presets={}, max_cache_bytes=5 * one) as renderer:
+        renderer.render(manifest, fx)
+        renderer.render(manifest, fx + ["vocals.gain_db=-3"])
+        assert renderer.last_processed == []
 
 
 def test_bad_master_plugin_fails_before_any_stem_is_processed(tmp_path: Path, renderer: PreviewRenderer) -> None:

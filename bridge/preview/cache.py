@@ -45,6 +45,14 @@ class ArrayCache:
                 _, evicted = self._items.popitem(last=False)
                 self._bytes -= evicted.nbytes
 
+    def demote(self, key: Hashable) -> None:
+        """Make `key` the first to go when space is needed (e.g. a raw stem once its
+        processed version is cached: a re-mix needs the latter, only a chain change the
+        former)."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key, last=False)
+
     @property
     def nbytes(self) -> int:
         return self._bytes

@@ -165,6 +165,7 @@ class PreviewRenderer:
             # writer never transpose.
             out = effects.process(boards[name], raw, stem_set.sample_rate)
             self.cache.put(key, out)
+            self.cache.demote(raw_key)
             return out
 
         if todo:
