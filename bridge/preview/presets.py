@@ -11,8 +11,12 @@ chain syntax as `key=value` overrides (see bridge.preview.spec).
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI (a declared dependency)
+    import tomli as tomllib  # type: ignore[no-redef]
 
 from bridge.errors import ConfigError
 from bridge.paths import config_dir
