@@ -91,6 +91,10 @@ class _OverlapAddPass:
         # Accumulators hold virtual samples [acc_start, acc_start + acc.shape[1]).
         self.acc = np.zeros((sources, 0, 2), dtype=np.float32)
         self.wsum = np.zeros(0, dtype=np.float32)
+        # 1 where a segment that ran the model contributed: samples covered only by skipped
+        # (digitally silent) segments come out as exact zeros, not as the normalised silence
+        # value de-normalised again (off by float rounding, so never quite digital silence).
+        self.live = np.zeros(0, dtype=np.float32)
         self.acc_start = 0
         self.emitted = 0                        # virtual position up to which output is final
 
@@ -112,8 +116,9 @@ class _OverlapAddPass:
         return input_done or self._available() >= needed
 
     def step(self) -> np.ndarray:
-        """Process the next segment; return newly finished output (sources, n, 2), original
-        coordinates (the leading `delay` padding removed)."""
+        """Process the next segment; return newly finished output (sources + 1, n, 2), original
+        coordinates (the leading `delay` padding removed). The extra last row is the
+        liveness flag (1.0: the model contributed to that sample)."""
         offset = self.offsets[self.next_index]
         self.next_index += 1
         chunk_length = min(self.segment_length, self.length - offset)
@@ -122,36 +127,44 @@ class _OverlapAddPass:
         end = start + self.segment_length
         lo, hi = max(start, 0), min(end, self.length)
         piece = self.buf[lo - self.buf_start: hi - self.buf_start]
+        live = True
         if self.silent_input is not None and np.all(piece == self.silent_input):
             # Stems of digital silence are digital silence: skip the model.
             out = np.full((self.sources, self.segment_length, 2), self.silent_input, np.float32)
+            live = False
         else:
             if lo - start or end - hi:
                 piece = np.pad(piece, ((lo - start, end - hi), (0, 0)))
             out = self.run_model(piece)
         trim = (self.segment_length - chunk_length) // 2
         out = out[:, trim: trim + chunk_length]
-        self._accumulate(offset, out)
+        self._accumulate(offset, out, live)
         finished_until = self.offsets[self.next_index] if self.next_index < len(self.offsets) else self.length
         return self._emit(finished_until)
 
-    def _accumulate(self, offset: int, out: np.ndarray) -> None:
+    def _accumulate(self, offset: int, out: np.ndarray, live: bool) -> None:
         n = out.shape[1]
         end = offset + n
         grow = end - (self.acc_start + self.acc.shape[1])
         if grow > 0:
             self.acc = np.concatenate([self.acc, np.zeros((self.sources, grow, 2), np.float32)], axis=1)
             self.wsum = np.concatenate([self.wsum, np.zeros(grow, np.float32)])
+            self.live = np.concatenate([self.live, np.zeros(grow, np.float32)])
         a = offset - self.acc_start
         w = self.weight[:n]
         self.acc[:, a: a + n] += w[None, :, None] * out
         self.wsum[a: a + n] += w
+        if live:
+            self.live[a: a + n] = 1.0
 
     def _emit(self, until: int) -> np.ndarray:
         n = until - self.acc_start
-        done = self.acc[:, :n] / self.wsum[None, :n, None]
+        done = np.empty((self.sources + 1, n, 2), np.float32)
+        np.divide(self.acc[:, :n], self.wsum[None, :n, None], out=done[:-1])
+        done[-1] = self.live[:n, None]
         self.acc = self.acc[:, n:]
         self.wsum = self.wsum[n:]
+        self.live = self.live[n:]
         self.acc_start = until
         # Input before the next segment's padded start is never read again.
         keep_from = max(0, until - self.segment_length)
@@ -250,11 +263,17 @@ class StreamSeparator:
             ready = min(sum(p.shape[1] for p in queue) for queue in outputs)
             if ready:
                 mixed = np.zeros((len(self.wanted_index), ready, 2), np.float32)
+                live = np.zeros(ready, np.float32)
                 for (ola, weights, _), queue in zip(passes, outputs):
-                    mixed += weights[:, None, None] * _take(queue, ready)
+                    piece = _take(queue, ready)
+                    mixed += weights[:, None, None] * piece[:-1]
+                    np.maximum(live, piece[-1, :, 0], out=live)
                 mixed *= (1.0 / (shifts * weight_total))[:, None, None].astype(np.float32)
                 emitted += ready
-                yield mixed * scale + offset
+                out = mixed * scale + offset
+                if not live.all():
+                    out[:, live == 0] = 0.0
+                yield out
                 continue
             if progressed:
                 continue
