@@ -46,6 +46,10 @@ class Config:
     engine_quality: Quality = "render"
     engine_use_cache: bool = True
     engine_dawproject: bool = False
+    preview_auto: bool = False
+    preview_preset: str | None = None
+    preview_presets_file: Path | None = None
+    preview_cache_mb: int = 1024
     daemon_drain_timeout: float = 10.0
     daemon_log_level: LogLevel = "info"
     # key ("osc.port") -> where its value came from ("env STEMBRIDGE_OSC_PORT"); defaults absent.
@@ -66,7 +70,9 @@ _KIND: dict[str, str] = {
     "paths_allowed_roots": "paths", "osc_host": "str", "osc_port": "port", "osc_allow": "strs",
     "osc_max_subscribers": "count", "engine_device": "choice", "engine_model": "str",
     "engine_model_repo": "path", "engine_cache_dir": "path", "engine_quality": "choice",
-    "engine_use_cache": "bool", "engine_dawproject": "bool", "daemon_drain_timeout": "seconds", "daemon_log_level": "choice",
+    "engine_use_cache": "bool", "engine_dawproject": "bool",
+    "preview_auto": "bool", "preview_preset": "str", "preview_presets_file": "path", "preview_cache_mb": "count",
+    "daemon_drain_timeout": "seconds", "daemon_log_level": "choice",
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "engine_device": ("auto", "cpu", "cuda", "mps"),

@@ -24,13 +24,17 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from bridge import __version__
 from bridge.config import Config
-from bridge.errors import StartupError, StemBridgeError
+from bridge.errors import ConfigError, StartupError, StemBridgeError
 from bridge.jobs.service import JobService
 from bridge.jobs.store import JobStore
+
+
+if TYPE_CHECKING:
+    from bridge.preview import PreviewRenderer
 
 log = logging.getLogger("bridge.daemon")
 
@@ -135,7 +139,8 @@ class Daemon:
             # Intake first, worker last: a busy port fails start-up before any job begins, and
             # on the way down the worker drains while OSC can still deliver its notifications
             # (requests arriving meanwhile are queued durably for the next start).
-            self.osc_port = self._start_osc(stack)
+            renderer = self._start_previews(stack)
+            self.osc_port = self._start_osc(stack, renderer)
             self._start_watcher(stack)
             self.service.start()
             stack.callback(self._stop_service)
@@ -149,12 +154,57 @@ class Daemon:
             log.info("stopping")
 
     # -- parts -----------------------------------------------------------------------------
-    def _start_osc(self, stack: contextlib.ExitStack) -> int:
+    def _start_previews(self, stack: contextlib.ExitStack) -> "PreviewRenderer":
+        """One renderer for OSC requests and automatic previews: its processed-stem cache is
+        what makes a re-mix instant."""
+        from bridge.jobs.events import JobEvent
+        from bridge.preview import AutoPreview, PreviewRenderer, set_job_resolver
+
+        config = self.config
+        service = self.service
+        assert service is not None
+        renderer = PreviewRenderer(presets_file=config.preview_presets_file,
+                                   max_cache_bytes=config.preview_cache_mb * 1024 * 1024)
+        stack.callback(renderer.close)
+        set_job_resolver(self._manifest_of)
+        stack.callback(set_job_resolver, None)
+        if config.preview_auto:
+            def ready(job_id: str, path: Path) -> None:
+                job = service.store.get(job_id)
+                if job is not None:
+                    service.announce(JobEvent("preview_ready", job, message=str(path)))
+
+            auto = AutoPreview(renderer, ready, preset=config.preview_preset)
+            auto.start()
+            stack.callback(auto.stop, 10.0)
+            service.add_listener(auto)
+            stack.callback(service.remove_listener, auto)
+        return renderer
+
+    def _manifest_of(self, job_id: str) -> Path | None:
+        job = self.service.store.get(job_id) if self.service is not None else None
+        return job.manifest if job is not None else None
+
+    def _preview_handler(self, render: Callable[[str, dict[str, str]], Path]) -> Callable[[str, dict[str, str]], Path]:
+        """OSC previews name a job, or a stem set inside the output folder: a request must not
+        make the daemon write next to arbitrary files."""
+        output = self.config.paths_output.resolve()
+
+        def handle(target: str, options: dict[str, str]) -> Path:
+            if self._manifest_of(target) is None and not Path(target).resolve().is_relative_to(output):
+                raise ConfigError(f"{target}: no such job (or stem set in {output})")
+            return render(target, options)
+
+        return handle
+
+    def _start_osc(self, stack: contextlib.ExitStack, renderer: "PreviewRenderer") -> int:
         from bridge.osc.server import OscServer
+        from bridge.preview import preview_handler
 
         config = self.config
         server = OscServer(config.osc_host, config.osc_port, self.service, list(config.osc_allow),
-                           max_subscribers=config.osc_max_subscribers)
+                           max_subscribers=config.osc_max_subscribers,
+                           preview_handler=self._preview_handler(preview_handler(renderer, self._manifest_of)))
         try:
             server.start()
         except StemBridgeError:

@@ -10,6 +10,7 @@ under a hidden temporary name. Only when every file is complete are they renamed
 from __future__ import annotations
 
 import logging
+import os
 import re
 import string
 import unicodedata
@@ -22,8 +23,8 @@ import soundfile as sf
 
 from bridge.atomic import fsync_dir, publish, temp_name_for
 from bridge.audio import AudioInfo, ExactLength, Resampler, from_stereo, read_blocks
-from bridge.errors import ConfigError, OutputError
-from bridge.manifest import MANIFEST_NAME, now_iso, write_manifest
+from bridge.errors import ConfigError, InputError, OutputError
+from bridge.manifest import MANIFEST_NAME, now_iso, read_manifest, write_manifest
 from bridge.wavio import WavWriter
 
 OutputFormat = Literal["wav", "flac"]
@@ -161,9 +162,10 @@ def write_stem_set(blocks: Iterator[np.ndarray], model_stems: list[str], model_r
         _stream(blocks, model_stems, model_rate, info, writers, out_names, two_stems, exact_sum)
         for writer in writers.values():
             writer.close()
+        manifest = plan.manifest_path()
+        stale = _retire_manifest(manifest, job_id)
         for name in out_names:
             publish(temps[name], finals[name])
-        manifest = plan.manifest_path()
         write_manifest(manifest, {
             "version": 1, "job_id": job_id, "source": str(info.path), **manifest_fields,
             "sample_rate": info.sample_rate, "frames": info.frames, "channels": info.channels,
@@ -173,6 +175,7 @@ def write_stem_set(blocks: Iterator[np.ndarray], model_stems: list[str], model_r
         })
         fsync_dir(folder)
         published = True
+        _remove_stale(folder, stale, set(finals.values()))
         return manifest
     except OSError as exc:
         raise OutputError(folder, f"writing stems failed ({exc.strerror or exc})") from None
@@ -186,6 +189,32 @@ def write_stem_set(blocks: Iterator[np.ndarray], model_stems: list[str], model_r
             temp.unlink(missing_ok=True)
         if not published:
             _remove_empty(created)
+
+
+def _retire_manifest(manifest: Path, job_id: str) -> list[Path]:
+    """Replacing a set (a re-bounce, a render after its preview): take stems.json away before
+    the first stem changes, so the folder reads as incomplete until the new manifest lands.
+    A reader that reads stems.json, then the stems, then stems.json again and finds it
+    unchanged has read one whole set. Returns the old set's files that the new one may not
+    overwrite (a preview rendered from the old stems, differently named stems)."""
+    if not manifest.exists():
+        return []
+    try:
+        old = read_manifest(manifest)
+        files = [*old["stems"].values(), *([old["preview"]] if old.get("preview") else [])]
+    except InputError:
+        files = []
+    retired = temp_name_for(manifest, job_id)
+    os.replace(manifest, retired)
+    retired.unlink(missing_ok=True)
+    fsync_dir(manifest.parent)
+    return [manifest.parent / name for name in files]
+
+
+def _remove_stale(folder: Path, stale: list[Path], current: set[Path]) -> None:
+    for path in stale:
+        if path not in current and path.parent == folder:
+            path.unlink(missing_ok=True)
 
 
 def _remove_empty(created: list[Path]) -> None:

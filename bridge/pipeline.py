@@ -61,6 +61,7 @@ class SeparationRequest:
     segment: float | None = None
     precision: str | None = None
     dawproject: bool = False     # also write <clip>.dawproject beside stems.json
+    then_render: bool = False    # daemon: follow this preview with a render that replaces the set
 
     def __post_init__(self) -> None:
         if self.quality not in QUALITIES:
@@ -80,9 +81,12 @@ class SeparationRequest:
         if self.precision not in (None, "auto", "fp32", "bf16", "fp16"):
             raise ConfigError(f"precision {self.precision!r}: choose auto, fp32, bf16 or fp16")
         check_template(self.name_template or DEFAULT_TEMPLATE)
+        if self.then_render and self.quality != "preview":
+            raise ConfigError("then_render=1 follows a preview with a render: it needs quality=preview")
 
     OPTION_KEYS = ("quality", "model", "stems", "two_stems", "exact_sum", "output", "format", "bit_depth",
-                   "shifts", "overlap", "segment", "precision", "name_template", "dawproject")
+                   "shifts", "overlap", "segment", "precision", "name_template", "dawproject",
+                   "then_render")
 
     @classmethod
     def from_options(cls, source: Path, output_root: Path, options: dict[str, str],
@@ -96,7 +100,7 @@ class SeparationRequest:
         values: dict[str, object] = {}
         for key, raw in options.items():
             text = str(raw).strip()
-            if key in ("exact_sum", "dawproject"):
+            if key in ("exact_sum", "dawproject", "then_render"):
                 if text.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
                     raise ConfigError(f"{key}={text!r}: use 1 or 0")
                 values[key] = text.lower() in ("1", "true", "yes", "on")

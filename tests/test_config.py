@@ -114,7 +114,8 @@ def test_every_key_is_settable_from_the_environment(no_user_config: Path) -> Non
               "osc.host": "127.0.0.3", "osc.port": "1234", "osc.allow": "h", "osc.max_subscribers": "3",
               "engine.device": "cpu", "engine.model": "m", "engine.model_repo": "/m", "engine.cache_dir": "/c",
               "engine.quality": "preview", "engine.use_cache": "0", "engine.dawproject": "1",
-              "daemon.drain_timeout": "1",
+              "preview.auto": "1", "preview.preset": "karaoke", "preview.presets_file": "/p.toml",
+              "preview.cache_mb": "64", "daemon.drain_timeout": "1",
               "daemon.log_level": "debug"}
     assert set(values) == set(KEYS)
     env = {"STEMBRIDGE_" + key.replace(".", "_").upper(): text for key, text in values.items()}

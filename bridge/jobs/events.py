@@ -7,7 +7,7 @@ from typing import Literal
 
 from bridge.jobs.store import Job
 
-EventKind = Literal["queued", "progress", "done", "error", "cancelled"]
+EventKind = Literal["queued", "progress", "done", "error", "cancelled", "preview_ready"]
 
 
 @dataclass(frozen=True)
@@ -16,4 +16,4 @@ class JobEvent:
     job: Job
     fraction: float = 0.0
     stage: str = ""
-    message: str = ""
+    message: str = ""        # error text; for preview_ready, the preview's path

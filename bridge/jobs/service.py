@@ -108,6 +108,11 @@ class JobService:
             if listener in self._listeners:
                 self._listeners.remove(listener)
 
+    def announce(self, event: JobEvent) -> None:
+        """Tell every listener about something that happened to a job outside the worker
+        (an automatic preview is ready)."""
+        self._emit(event)
+
     # -- internals ----------------------------------------------------------------------------
     def _emit(self, event: JobEvent) -> None:
         with self._listeners_lock:
@@ -117,6 +122,28 @@ class JobService:
                 listener(event)
             except Exception:  # one broken listener must not stop the worker
                 log.exception("job listener %r failed on %s", listener, event.kind)
+        if event.kind == "done":
+            follow = self._follow_with_render(event.job)
+            if follow is not None:
+                # Heard after the preview's `done`; the worker (this thread) starts it next.
+                self._emit(JobEvent("queued", follow))
+                self._worker.notify()
+
+    def _follow_with_render(self, job: Job) -> Job | None:
+        """A preview asked for `then_render=1`: queue the render that replaces its stem set in
+        place (same folder, same file names). Its id is `<preview id>-render`, so the second
+        /stembridge/done tells the requester which set it replaces."""
+        if job.quality != "preview" or job.options.get("then_render", "0").lower() not in ("1", "true", "yes", "on"):
+            return None
+        options = {**job.options, "quality": "render"}
+        options.pop("then_render")
+        follow_id = f"{job.id}-render"
+        if self.store.get(follow_id) is not None:
+            return None  # already queued (a recovered preview finishing again)
+        follow = self.store.add(job.source, job.output_root or self.config.paths_output, "render", options,
+                                "then_render", job.reply_to, job_id=follow_id)
+        log.info("job %s queued (render after preview %s)", follow.id, job.id)
+        return follow
 
     def _check_source(self, source: Path) -> Path:
         if not source.is_absolute():

@@ -88,6 +88,9 @@ class Notifier:
             if self._progress_due(job.id):
                 message = protocol.encode(protocol.PROGRESS, job.id, float(event.fraction), event.stage)
                 self._deliver(message, self._recipients(event))
+        elif event.kind == "preview_ready":
+            message = protocol.encode(protocol.PREVIEW_READY, job.id, event.message)
+            self._deliver(message, self._recipients(event))
         elif event.kind in _FINAL_KINDS:
             if event.kind == "done":
                 manifest = job.manifest or ""
