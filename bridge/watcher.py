@@ -109,14 +109,18 @@ class FolderWatcher:
     def start(self) -> None:
         if self._observer is not None:
             raise RuntimeError("FolderWatcher already started")
-        observer = Observer()
-        recorder = _Recorder(self._record, self._timing.close_events)
         for folder in self._folders:
             if not folder.is_dir():
                 raise StartupError(f"cannot watch {folder}: not a folder")
+        # Created only now: on Linux an Observer starts watchdog's inotify reader thread, which
+        # a refused start-up must not leave behind.
+        observer = Observer()
+        recorder = _Recorder(self._record, self._timing.close_events)
+        for folder in self._folders:
             try:
                 observer.schedule(recorder, str(folder), recursive=True, event_filter=_EVENT_TYPES)
             except OSError as exc:
+                observer.unschedule_all()
                 raise StartupError(f"cannot watch {folder}: {exc.strerror or exc}") from exc
         observer.daemon = True
         observer.start()

@@ -49,3 +49,19 @@ def make_clip(tmp_path: Path):
         return path
 
     return _make
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads():
+    """Every background thread a test starts (watchers, OSC servers, workers, previews) must
+    be stopped and joined by the time the test ends."""
+    import threading
+
+    before = set(threading.enumerate())
+    yield
+    leaked = []
+    for thread in set(threading.enumerate()) - before:
+        thread.join(timeout=2.0)
+        if thread.is_alive():
+            leaked.append(thread.name)
+    assert not leaked, f"threads left running: {', '.join(sorted(leaked))}"
