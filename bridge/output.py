@@ -9,7 +9,6 @@ under a hidden temporary name. Only when every file is complete are they renamed
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import string

@@ -118,7 +118,7 @@ def test_starts_with_defaults_creates_folders_and_stops_on_sigterm(daemon: Daemo
     assert (daemon.state / "jobs.sqlite").exists()
     assert list(read_jobs(daemon.state / "jobs.sqlite")) == []
     # Where the non-default values came from is logged.
-    assert f"config: osc.port = 0 (flag --osc-port)" in daemon.log()
+    assert "config: osc.port = 0 (flag --osc-port)" in daemon.log()
     assert "config: daemon.drain_timeout = 5.0 (env STEMBRIDGE_DAEMON_DRAIN_TIMEOUT)" in daemon.log()
     stopping = time.monotonic()
     daemon.send_signal(signal.SIGTERM)
