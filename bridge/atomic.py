@@ -47,6 +47,17 @@ def publish(temp: Path, final: Path) -> None:
     os.replace(temp, final)
 
 
+def fsync_all(paths: list[Path]) -> None:
+    """Flush several files at once: their disk writes overlap instead of queueing."""
+    if len(paths) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(8, len(paths))) as pool:
+            list(pool.map(fsync_file, paths))
+    elif paths:
+        fsync_file(paths[0])
+
+
 def write_bytes_atomic(final: Path, data: bytes) -> None:
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{final.name}", suffix=TEMP_MARKER, dir=final.parent)

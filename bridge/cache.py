@@ -49,8 +49,9 @@ class CacheEntry:
     samplerate: int
     crc: dict[str, int]
 
-    def blocks(self, block_frames: int = BLOCK) -> Iterator[np.ndarray]:
-        """Yield (stems, n, 2) blocks, verifying each stem's CRC; CacheCorrupt on mismatch."""
+    def blocks(self, block_frames: int = BLOCK) -> Iterator[list[np.ndarray]]:
+        """Yield blocks as one (n, 2) array per stem, verifying each stem's CRC as it goes;
+        CacheCorrupt on a mismatch, before the last block is handed out."""
         try:
             arrays = [np.load(self.path / f"{stem}.npy", mmap_mode="r") for stem in self.stems]
         except (OSError, ValueError) as exc:
@@ -61,12 +62,12 @@ class CacheEntry:
         for start in range(0, self.frames, block_frames):
             parts = [np.asarray(a[start:start + block_frames]) for a in arrays]
             for index, part in enumerate(parts):
-                crcs[index] = zlib.crc32(part.tobytes(), crcs[index])
+                crcs[index] = zlib.crc32(part.data, crcs[index])
             if start + block_frames >= self.frames:
                 bad = [s for s, c in zip(self.stems, crcs) if c != self.crc.get(s)]
                 if bad:
                     raise CacheCorrupt(f"{self.path}: checksum mismatch for {', '.join(bad)}")
-            yield np.stack(parts)
+            yield parts
 
 
 class EntryWriter:
@@ -88,11 +89,11 @@ class EntryWriter:
 
     def tee(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         for block in blocks:
-            n = block.shape[1]
+            n = len(block[0])
             for index, array in enumerate(self.arrays):
                 part = np.ascontiguousarray(block[index], dtype=np.float32)
                 array[self.position:self.position + n] = part
-                self.crcs[index] = zlib.crc32(part.tobytes(), self.crcs[index])
+                self.crcs[index] = zlib.crc32(part.data, self.crcs[index])
             self.position += n
             yield block
 

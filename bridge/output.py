@@ -20,8 +20,8 @@ from typing import Iterator, Literal
 import numpy as np
 import soundfile as sf
 
-from bridge.atomic import fsync_dir, publish, temp_name_for
-from bridge.audio import AudioInfo, ExactLength, Resampler, from_stereo, read_blocks
+from bridge.atomic import fsync_all, fsync_dir, temp_name_for
+from bridge.audio import AudioInfo, Resampler, from_stereo, read_blocks
 from bridge.errors import ConfigError, InputError, OutputError
 from bridge.manifest import MANIFEST_NAME, now_iso, read_manifest, write_manifest
 from bridge.wavio import WavWriter
@@ -161,10 +161,12 @@ def write_stem_set(blocks: Iterator[np.ndarray], model_stems: list[str], model_r
         _stream(blocks, model_stems, model_rate, info, writers, out_names, two_stems, exact_sum)
         for writer in writers.values():
             writer.close()
+        fsync_all(list(temps.values()))
         manifest = plan.manifest_path()
-        stale = _retire_manifest(manifest, job_id)
+        stale = _retire_manifest(manifest, job_id)  # the set reads as incomplete from here...
         for name in out_names:
-            publish(temps[name], finals[name])
+            os.replace(temps[name], finals[name])
+        # ...until the new manifest lands.
         write_manifest(manifest, {
             "version": 1, "job_id": job_id, "source": str(info.path), **manifest_fields,
             "sample_rate": info.sample_rate, "frames": info.frames, "channels": info.channels,
@@ -233,27 +235,30 @@ def _output_names(model_stems: list[str], two_stems: str | None) -> list[str]:
 
 def _stream(blocks: Iterator[np.ndarray], model_stems: list[str], model_rate: int, info: AudioInfo,
             writers: dict[str, _Writer], out_names: list[str], two_stems: str | None, exact_sum: bool) -> None:
-    count = len(model_stems)
-    # One resampler over all stems' channels at once: identical filters, identical block sizes.
-    resample = Resampler(model_rate, info.sample_rate, count * 2)
-    length = ExactLength(info.frames, count * 2)
-    needs_mix = exact_sum or (two_stems is not None and count == 1)
+    # One resampler per stem: identical filters fed identical block sizes give every stem
+    # the same output lengths, block by block.
+    resamplers = [Resampler(model_rate, info.sample_rate, 2) for _ in model_stems]
+    remaining = info.frames
+    needs_mix = exact_sum or (two_stems is not None and len(model_stems) == 1)
     mix = _FrameQueue(read_blocks(info), info.channels) if needs_mix else None
 
-    def emit(flat: np.ndarray) -> None:
-        n = flat.shape[0]
-        if n == 0:
+    def emit(parts: list[np.ndarray]) -> None:
+        nonlocal remaining
+        n = min(parts[0].shape[0], remaining)
+        if n <= 0:
             return
-        stems = {name: from_stereo(flat[:, 2 * i: 2 * i + 2], info.channels) for i, name in enumerate(model_stems)}
+        remaining -= n
+        stems = {name: from_stereo(part[:n], info.channels) for name, part in zip(model_stems, parts)}
         source = mix.take(n) if mix is not None else None
         for name, block in _arrange(stems, model_stems, two_stems, exact_sum, source).items():
             writers[name].write(block)
 
     for block in blocks:
-        flat = block.transpose(1, 0, 2).reshape(block.shape[1], count * 2)
-        emit(length.take(resample(flat)))
-    emit(length.take(resample(np.zeros((0, count * 2), np.float32), last=True)))
-    emit(length.finish())
+        emit([resample(block[i]) for i, resample in enumerate(resamplers)])
+    empty = np.zeros((0, 2), np.float32)
+    emit([resample(empty, last=True) for resample in resamplers])
+    if remaining > 0:  # the resampler's output fell short of the source's length by a few frames
+        emit([np.zeros((remaining, 2), np.float32)] * len(model_stems))
 
 
 def _arrange(stems: dict[str, np.ndarray], model_stems: list[str], two_stems: str | None, exact_sum: bool,

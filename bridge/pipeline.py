@@ -7,7 +7,6 @@ segment → the CPU; any other accelerator failure → the CPU.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import uuid
@@ -23,8 +22,9 @@ from bridge.audio import AudioInfo, ExactLength, Resampler, probe, read_blocks, 
 from bridge.cache import CacheCorrupt, StemCache, cache_key
 from bridge.dawproject import write_dawproject
 from bridge.device import is_out_of_memory, resolve_device
-from bridge.engine import Normalisation, SeparationParams, StreamSeparator
+from bridge.engine import SeparationParams, StreamSeparator
 from bridge.errors import Cancelled, ConfigError
+from bridge.fingerprint import HashMemo, audio_hash, normalisation
 from bridge.models import LoadedModel, load_model
 from bridge.output import DEFAULT_TEMPLATE, OutputPlan, check_template, resolve_bit_depth, sanitise_name, write_stem_set
 from bridge.presets import QUALITIES, SIX_STEM_MODEL, preset_for, resolve_precision
@@ -125,31 +125,6 @@ def _parse_number(key: str, text: str, kind: type) -> object:
         raise ConfigError(f"{key}={text!r} is not a {'whole ' if kind is int else ''}number") from None
 
 
-@dataclass
-class Analysis:
-    """What one decoding pass learns: identity of the audio and Demucs' normalisation."""
-
-    audio_hash: str
-    norm: Normalisation
-
-
-def analyse(info: AudioInfo, cancel: threading.Event | None = None) -> Analysis:
-    digest = hashlib.sha256(f"{info.sample_rate}:{info.channels}:".encode())
-    total = total_sq = 0.0
-    count = 0
-    for block in read_blocks(info):
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("separation cancelled")
-        digest.update(np.ascontiguousarray(block).tobytes())
-        mono = block.mean(axis=1, dtype=np.float64)
-        total += float(mono.sum())
-        total_sq += float(np.dot(mono, mono))
-        count += mono.size
-    mean = total / count
-    variance = max(total_sq / count - mean * mean, 0.0) * count / max(count - 1, 1)
-    return Analysis(digest.hexdigest(), Normalisation(mean, variance ** 0.5 + 1e-8))
-
-
 def model_rate_blocks(info: AudioInfo, model_rate: int) -> Iterator[np.ndarray]:
     """The source as stereo blocks at the model's rate, exactly `resampled_length` frames long."""
     resample = Resampler(info.sample_rate, model_rate, 2)
@@ -181,7 +156,9 @@ class Separator:
         self.settings = settings or EngineSettings()
         self.device, reason = resolve_device(self.settings.device)
         log.info("device: %s (%s)", self.device, reason)
-        self.cache = StemCache(self.settings.cache_dir or paths.cache_dir() / "stems", self.settings.cache_max_bytes)
+        cache_root = self.settings.cache_dir or paths.cache_dir() / "stems"
+        self.cache = StemCache(cache_root, self.settings.cache_max_bytes)
+        self.hashes = HashMemo(cache_root / "sources")
         self._models: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
 
@@ -207,7 +184,7 @@ class Separator:
                             segment=request.segment, precision=request.precision)
         model_name = request.model or (SIX_STEM_MODEL if request.stems == "6" else preset.model)
         progress(0.0, "decoding")
-        analysis = analyse(info, cancel)
+        source_hash = self.hashes.hash_of(info, cancel) if self.settings.use_cache else audio_hash(info, cancel)
         loaded = self.model(model_name)
         sources = list(loaded.model.sources)
         if request.two_stems is not None and request.two_stems not in sources:
@@ -223,7 +200,7 @@ class Separator:
                               fmt, bit_depth, model_name, request.quality)  # type: ignore[arg-type]
         while True:
             try:
-                manifest = self._separate_and_write(info, analysis, loaded, plan, out_plan, request, job_id,
+                manifest = self._separate_and_write(info, source_hash, loaded, plan, out_plan, request, job_id,
                                                     progress, cancel)
                 if request.dawproject:
                     write_dawproject(manifest)
@@ -253,19 +230,19 @@ class Separator:
                                                               if plan.params.precision != "fp32" else "fp32"))
         return None
 
-    def _separate_and_write(self, info: AudioInfo, analysis: Analysis, loaded: LoadedModel, plan: _Plan,
+    def _separate_and_write(self, info: AudioInfo, source_hash: str, loaded: LoadedModel, plan: _Plan,
                             out_plan: OutputPlan, request: SeparationRequest, job_id: str,
                             progress: ProgressFn, cancel: threading.Event | None) -> Path:
         engine = StreamSeparator(loaded.model, plan.device, plan.params, plan.wanted)
         stems = [engine.sources[i] for i in engine.wanted_index]
         model_rate = engine.samplerate
         frames = resampled_length(info.frames, info.sample_rate, model_rate)
-        key = cache_key(analysis.audio_hash, {
+        key = cache_key(source_hash, {
             "model": loaded.name, "weights": loaded.fingerprint, "shifts": plan.params.shifts,
             "overlap": plan.params.overlap, "segment": engine.segment, "precision": plan.params.precision,
             "skip_silence": plan.params.skip_silence, "seed": plan.params.seed, "stems": stems,
         })
-        fields = {"source_hash": analysis.audio_hash, "device": plan.device}
+        fields = {"source_hash": source_hash, "device": plan.device}
         write = lambda blocks: write_stem_set(  # noqa: E731
             blocks, stems, model_rate, info, out_plan, two_stems=request.two_stems,
             exact_sum=request.exact_sum, job_id=job_id, manifest_fields=fields)
@@ -286,7 +263,8 @@ class Separator:
         def scaled(fraction: float, stage: str) -> None:
             progress(0.02 + 0.93 * fraction, stage)
 
-        blocks = engine.separate(model_rate_blocks(info, model_rate), frames, analysis.norm, scaled, cancel)
+        norm = normalisation(info, cancel)  # a second decoding pass, needed only when separating
+        blocks = engine.separate(model_rate_blocks(info, model_rate), frames, norm, scaled, cancel)
         if not self.settings.use_cache:
             manifest = write(blocks)
         else:

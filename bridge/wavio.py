@@ -69,15 +69,15 @@ def read_time_reference(path: Path | str) -> int | None:
     return None
 
 
-def float_to_pcm(block: np.ndarray, bit_depth: BitDepth, rng: np.random.Generator | None = None) -> bytes:
+def float_to_pcm(block: np.ndarray, bit_depth: BitDepth, rng: np.random.Generator | None = None) -> bytes | memoryview:
     """Interleaved little-endian sample bytes for a float block (frames, channels).
 
     16-bit gets TPDF dither (what a mastering engineer expects when truncating to 16 bits);
     24-bit is rounded (its noise floor is already below any converter's).
     """
-    block = np.ascontiguousarray(block, dtype=np.float32)
+    block = np.ascontiguousarray(block, dtype="<f4")
     if bit_depth == "32f":
-        return block.astype("<f4", copy=False).tobytes()
+        return memoryview(block).cast("B")  # the samples as they are: no copy
     if bit_depth == "16":
         scale = 32767.0
         scaled = block.astype(np.float64) * scale

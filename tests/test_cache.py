@@ -126,3 +126,23 @@ def test_entry_blocks_round_trip(tmp_path):
     got = np.concatenate(list(cache.lookup("ab" * 32).blocks(block_frames=25000)), axis=1)
     np.testing.assert_array_equal(got, stems)
     assert entry.path.name == "ab" * 32
+
+
+def test_rewritten_audio_is_never_taken_for_the_remembered_one(tmp_path, separator, make_clip):
+    """The source hash is remembered per file state; a re-bounce of the same length over the
+    same name, even with its modification time set back, must be separated again."""
+    import soundfile as sf
+
+    from conftest import multitone
+
+    source = make_clip("bounce.wav", seconds=2.0, seed=1)
+    stat = source.stat()
+    first, _ = run(separator, source, tmp_path / "a")
+    with sf.SoundFile(str(source), "r+") as handle:  # in place: same inode, same size
+        handle.seek(0)
+        handle.write(multitone(2.0, 44100, 2, seed=9))
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert source.stat().st_size == stat.st_size and source.stat().st_mtime_ns == stat.st_mtime_ns
+    second, stages = run(separator, source, tmp_path / "b")
+    assert "separating" in stages
+    assert json.loads(second.read_text())["source_hash"] != json.loads(first.read_text())["source_hash"]
