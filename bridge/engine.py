@@ -38,6 +38,10 @@ class SeparationParams:
     precision: Precision = "fp32"
     skip_silence: bool = True         # all-silent segments give silent stems without the model
     seed: int = 0                     # for the random shift offsets: same input, same output
+    # "grid": segments every (1 - overlap) * segment, as apply_model places them (render).
+    # "even": the fewest segments that still overlap by at least `overlap`, spread evenly so
+    # the last one ends with the input instead of running mostly on padding (preview).
+    spacing: Literal["grid", "even"] = "grid"
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,41 @@ class Normalisation:
 
     mean: float
     std: float
+
+
+Interval = tuple[int, int]
+
+
+def segment_offsets(length: int, segment_length: int, stride: int, spacing: str = "grid",
+                    active: list[Interval] | None = None) -> list[int]:
+    """Where segments start along a (virtual) input of `length` samples.
+
+    `grid` ignores `active`. `even` covers each active interval (all of the input when None)
+    with the fewest segments that overlap by at least `segment_length - stride`, spread evenly;
+    samples outside every active interval (long digital silence) get no segment at all.
+    """
+    if spacing == "grid":
+        return list(range(0, length, stride))
+    if length <= segment_length:
+        return [0]
+    spans: list[list[int]] = []
+    for start, end in sorted(active if active is not None else [(0, length)]):
+        start, end = max(0, start), min(length, end)
+        if end <= start:
+            continue
+        if end - start < segment_length:  # a short island of sound still needs a whole segment
+            start = min(max(0, start - (segment_length - (end - start)) // 2), length - segment_length)
+            end = start + segment_length
+        if spans and start <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], end)
+        else:
+            spans.append([start, end])
+    offsets: list[int] = []
+    for start, end in spans:
+        count = math.ceil((end - start - segment_length) / stride) + 1
+        step = (end - start - segment_length) / max(count - 1, 1)
+        offsets.extend(start + round(index * step) for index in range(count))
+    return sorted(set(offsets))
 
 
 def max_segment(model: torch.nn.Module) -> float:
@@ -70,7 +109,8 @@ class _OverlapAddPass:
     summed weights, exactly as apply_model's split mode does it."""
 
     def __init__(self, run_model: Callable[[np.ndarray], np.ndarray], sources: int, length: int,
-                 segment_length: int, stride: int, delay: int, silent_input: float | None) -> None:
+                 segment_length: int, stride: int, delay: int, silent_input: float | None,
+                 spacing: str = "grid", active: list[Interval] | None = None) -> None:
         self.run_model = run_model
         self.sources = sources
         self.length = length + delay            # virtual length
@@ -83,7 +123,9 @@ class _OverlapAddPass:
         half = segment_length // 2
         ramp = np.concatenate([np.arange(1, half + 1), np.arange(segment_length - half, 0, -1)])
         self.weight = (ramp / ramp.max()).astype(np.float32)
-        self.offsets = list(range(0, self.length, stride))
+        if active is not None:
+            active = [(start + delay, end + delay) for start, end in active]
+        self.offsets = segment_offsets(self.length, segment_length, stride, spacing, active)
         self.next_index = 0
         # Input buffer holds virtual samples [buf_start, buf_start + len(buf)).
         self.buf = np.zeros((delay, 2), dtype=np.float32)
@@ -142,7 +184,7 @@ class _OverlapAddPass:
         finished_until = self.offsets[self.next_index] if self.next_index < len(self.offsets) else self.length
         return self._emit(finished_until)
 
-    def _accumulate(self, offset: int, out: np.ndarray, live: bool) -> None:
+    def _accumulate(self, offset: int, out: np.ndarray, live: bool, weight: float | None = None) -> None:
         n = out.shape[1]
         end = offset + n
         grow = end - (self.acc_start + self.acc.shape[1])
@@ -151,7 +193,7 @@ class _OverlapAddPass:
             self.wsum = np.concatenate([self.wsum, np.zeros(grow, np.float32)])
             self.live = np.concatenate([self.live, np.zeros(grow, np.float32)])
         a = offset - self.acc_start
-        w = self.weight[:n]
+        w = self.weight[:n] if weight is None else np.full(n, weight, np.float32)
         self.acc[:, a: a + n] += w[None, :, None] * out
         self.wsum[a: a + n] += w
         if live:
@@ -159,15 +201,19 @@ class _OverlapAddPass:
 
     def _emit(self, until: int) -> np.ndarray:
         n = until - self.acc_start
-        done = np.empty((self.sources + 1, n, 2), np.float32)
-        np.divide(self.acc[:, :n], self.wsum[None, :n, None], out=done[:-1])
+        if self.acc.shape[1] < n:  # a stretch no segment covers (skipped silence): no output yet
+            self._accumulate(until - 1, np.zeros((self.sources, 1, 2), np.float32), live=False, weight=0.0)
+        done = np.zeros((self.sources + 1, n, 2), np.float32)
+        np.divide(self.acc[:, :n], self.wsum[None, :n, None], out=done[:-1], where=self.wsum[None, :n, None] > 0)
         done[-1] = self.live[:n, None]
         self.acc = self.acc[:, n:]
         self.wsum = self.wsum[n:]
         self.live = self.live[n:]
         self.acc_start = until
         # Input before the next segment's padded start is never read again.
-        keep_from = max(0, until - self.segment_length)
+        # (Never past what has arrived: after a skipped stretch of silence the next segment
+        # may start beyond the input received so far.)
+        keep_from = min(max(0, until - self.segment_length), self._available())
         if keep_from > self.buf_start:
             self.buf = self.buf[keep_from - self.buf_start:]
             self.buf_start = keep_from
@@ -218,8 +264,10 @@ class StreamSeparator:
 
     def separate(self, blocks: Iterable[np.ndarray], frames: int, norm: Normalisation,
                  progress: ProgressFn | None = None, cancel: threading.Event | None = None,
-                 ) -> Iterator[np.ndarray]:
-        """Yield (wanted_sources, n, 2) blocks whose lengths add up to `frames`."""
+                 active: list[Interval] | None = None) -> Iterator[np.ndarray]:
+        """Yield (wanted_sources, n, 2) blocks whose lengths add up to `frames`. With `even`
+        spacing, `active` (frame ranges with sound) limits where segments go; the rest comes
+        out as digital silence."""
         segment_length = int(self.samplerate * self.segment)
         stride = int((1 - self.params.overlap) * segment_length)
         if stride <= 0:
@@ -236,7 +284,7 @@ class StreamSeparator:
                             if self.params.shifts else [0])
             for delay in shift_delays:
                 passes.append((_OverlapAddPass(runner, len(self.wanted_index), frames, segment_length,
-                                               stride, delay, silent),
+                                               stride, delay, silent, self.params.spacing, active),
                                weights, member_index))
         total = sum(p.total_segments for p, _, _ in passes)
         shifts = len(passes) // max(len(self.members), 1)

@@ -35,19 +35,62 @@ def audio_hash(info: AudioInfo, cancel: threading.Event | None = None) -> str:
     return digest.hexdigest()
 
 
-def normalisation(info: AudioInfo, cancel: threading.Event | None = None) -> Normalisation:
-    """Mean and standard deviation of the mono mix, as demucs.api computes them."""
+def normalisation(info: AudioInfo, cancel: threading.Event | None = None,
+                  min_silence: float = 1.0) -> tuple[Normalisation, list[tuple[int, int]]]:
+    """Mean and standard deviation of the mono mix, as demucs.api computes them, and the runs
+    of digital silence (every channel exactly zero) of at least `min_silence` seconds, as
+    [start, end) frame ranges: DAW bounces often carry long silences the model can skip."""
     total = total_sq = 0.0
     count = 0
+    silences: list[tuple[int, int]] = []
+    run_start: int | None = None
+    shortest = int(min_silence * info.sample_rate)
+
+    def close(end: int) -> None:
+        if run_start is not None and end - run_start >= shortest:
+            silences.append((run_start, end))
+
     for block in read_blocks(info):
         _check(cancel)
         mono = block.mean(axis=1, dtype=np.float64)
         total += float(mono.sum())
         total_sq += float(np.dot(mono, mono))
+        sound = np.flatnonzero(np.any(block != 0, axis=1))
+        if sound.size == 0:
+            run_start = count if run_start is None else run_start
+        else:
+            close(count + int(sound[0]))
+            gaps = np.flatnonzero(np.diff(sound) > shortest)
+            for gap in gaps:
+                run_start = count + int(sound[gap]) + 1
+                close(count + int(sound[gap + 1]))
+            last = int(sound[-1])
+            run_start = count + last + 1 if last + 1 < len(block) else None
         count += mono.size
+    close(count)
     mean = total / count
     variance = max(total_sq / count - mean * mean, 0.0) * count / max(count - 1, 1)
-    return Normalisation(mean, variance ** 0.5 + 1e-8)
+    return Normalisation(mean, variance ** 0.5 + 1e-8), silences
+
+
+def sounding_intervals(silences: list[tuple[int, int]], frames: int, rate: int, model_rate: int,
+                       model_frames: int, margin: float = 0.05) -> list[tuple[int, int]]:
+    """The complement of `silences` (source frames) at the model's rate. Each silence is
+    shrunk by `margin` seconds at both ends, so a resampler's ringing around the edges of the
+    sound stays inside what the model sees."""
+    scale = model_rate / rate
+    pad = int(margin * rate)
+    intervals = []
+    position = 0
+    for start, end in silences:
+        # No ringing comes from beyond the file's ends: silence there needs no margin.
+        start, end = (start + pad if start > 0 else 0), (end - pad if end < frames else frames)
+        if end <= start:
+            continue
+        intervals.append((position, start))
+        position = end
+    intervals.append((position, frames))
+    return [(int(a * scale), min(model_frames, int(np.ceil(b * scale)))) for a, b in intervals if b > a]
 
 
 class HashMemo:

@@ -24,7 +24,7 @@ from bridge.dawproject import write_dawproject
 from bridge.device import is_out_of_memory, resolve_device
 from bridge.engine import SeparationParams, StreamSeparator
 from bridge.errors import Cancelled, ConfigError
-from bridge.fingerprint import HashMemo, audio_hash, normalisation
+from bridge.fingerprint import HashMemo, audio_hash, normalisation, sounding_intervals
 from bridge.models import LoadedModel, load_model
 from bridge.output import DEFAULT_TEMPLATE, OutputPlan, check_template, resolve_bit_depth, sanitise_name, write_stem_set
 from bridge.presets import QUALITIES, SIX_STEM_MODEL, preset_for, resolve_precision
@@ -193,7 +193,8 @@ class Separator:
         wanted = [request.two_stems] if request.two_stems and request.exact_sum else None
         plan = _Plan(model_name, SeparationParams(
             shifts=preset.shifts, overlap=preset.overlap, segment=preset.segment,
-            precision=resolve_precision(preset.precision, self.device), skip_silence=preset.skip_silence),
+            precision=resolve_precision(preset.precision, self.device), skip_silence=preset.skip_silence,
+            spacing=preset.spacing),
             wanted, self.device)
         clip = sanitise_name(Path(info.path).stem)
         out_plan = OutputPlan(Path(request.output_root).expanduser(), clip, request.name_template or DEFAULT_TEMPLATE,
@@ -241,6 +242,7 @@ class Separator:
             "model": loaded.name, "weights": loaded.fingerprint, "shifts": plan.params.shifts,
             "overlap": plan.params.overlap, "segment": engine.segment, "precision": plan.params.precision,
             "skip_silence": plan.params.skip_silence, "seed": plan.params.seed, "stems": stems,
+            "spacing": plan.params.spacing,
         })
         fields = {"source_hash": source_hash, "device": plan.device}
         write = lambda blocks: write_stem_set(  # noqa: E731
@@ -263,8 +265,10 @@ class Separator:
         def scaled(fraction: float, stage: str) -> None:
             progress(0.02 + 0.93 * fraction, stage)
 
-        norm = normalisation(info, cancel)  # a second decoding pass, needed only when separating
-        blocks = engine.separate(model_rate_blocks(info, model_rate), frames, norm, scaled, cancel)
+        norm, silences = normalisation(info, cancel)  # a second decoding pass, only when separating
+        active = (sounding_intervals(silences, info.frames, info.sample_rate, model_rate, frames)
+                  if plan.params.skip_silence else None)
+        blocks = engine.separate(model_rate_blocks(info, model_rate), frames, norm, scaled, cancel, active)
         if not self.settings.use_cache:
             manifest = write(blocks)
         else:

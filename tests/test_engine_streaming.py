@@ -109,3 +109,17 @@ def test_bag_member_pruning_runs_only_models_for_wanted_sources(model_repo):
     one = StreamSeparator(ft, "cpu", SeparationParams(shifts=0, skip_silence=False), wanted_sources=["vocals"])
     got = np.concatenate(list(one.separate([x], len(x), Normalisation(0.0, 1.0))), axis=1)[0]
     np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_even_spacing_with_skipped_silence_is_block_size_independent(bag):
+    """Segments placed only where there is sound, streamed in small blocks, give exactly what
+    one whole-file block gives (a gap of silence must not shift later input)."""
+    x = noise(45.0, seed=7)
+    x[44100 * 5: 44100 * 36] = 0.0
+    active = [(0, 44100 * 5 + 2205), (44100 * 36 - 2205, len(x))]
+    params = SeparationParams(shifts=0, overlap=0.05, spacing="even")
+    whole = stream(bag, x, params, block=len(x), active=active)
+    chunked = stream(bag, x, params, block=65536, active=active)
+    np.testing.assert_array_equal(chunked, whole)
+    assert np.all(whole[:, 44100 * 14: 44100 * 27] == 0.0)
+    assert np.any(whole[:, 44100 * 40:] != 0.0)

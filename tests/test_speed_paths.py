@@ -85,10 +85,11 @@ def test_half_silent_file_runs_the_model_on_fewer_segments(tmp_path, model_repo)
         manifest = separator.run(SeparationRequest(tmp_path / "sparse.wav", tmp_path / "out", quality="preview"))
     finally:
         handle.remove()
-    # Preview (overlap 0.10, 7.8 s segments) on 30 s: 5 segments, the last 2 wholly silent.
-    assert dense_calls == 5 and len(calls) == 3
+    # Preview on 30 s: 4 evenly spread 7.8 s segments; the sounding first half needs only 2,
+    # and nothing runs on the silence.
+    assert dense_calls == 4 and len(calls) == 2
     out = stems(manifest)
-    assert np.all(out[:, int(22 * 44100):] == 0.0)
+    assert np.all(out[:, int(15.2 * 44100):] == 0.0)
     assert np.any(out[:, : 44100 * 5] != 0.0)
 
 
@@ -105,3 +106,46 @@ def test_all_silent_input_never_runs_the_model(model_repo, precision):
     finally:
         handle.remove()
     assert calls == [] and out.shape == (4, len(x), 2) and not np.any(out)
+
+
+def test_islands_of_sound_in_silence_get_a_segment_each(tmp_path, model_repo):
+    """A 60 s bounce with two short hits in silence: two model calls, the hits separated, the
+    silence around them exact digital silence, and the stems still sum to the source."""
+    audio = np.zeros((60 * 44100, 2), np.float32)
+    burst = multitone(1.0, 44100, 2, seed=5).astype(np.float32)
+    audio[10 * 44100: 11 * 44100] = burst
+    audio[40 * 44100: 41 * 44100] = burst
+    sf.write(str(tmp_path / "hits.wav"), audio, 44100, subtype="FLOAT")
+    separator = Separator(EngineSettings(device="cpu", model_repo=model_repo, use_cache=False))
+    model = separator.model("htdemucs").model.models[0]
+    calls: list[int] = []
+    handle = model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        manifest = separator.run(SeparationRequest(tmp_path / "hits.wav", tmp_path / "out", quality="preview",
+                                                   exact_sum=True))
+    finally:
+        handle.remove()
+    assert len(calls) == 2
+    out = stems(manifest)
+    assert np.any(out[:, 10 * 44100: 11 * 44100] != 0.0)
+    assert np.all(out[:, : 5 * 44100] == 0.0) and np.all(out[:, 46 * 44100:] == 0.0)
+    assert np.all(out[:, 25 * 44100: 35 * 44100] == 0.0)
+    np.testing.assert_allclose(out.sum(axis=0), audio, atol=1e-5)
+
+
+def test_silence_runs_are_found_across_blocks(tmp_path):
+    from bridge.audio import probe
+    from bridge.fingerprint import normalisation, sounding_intervals
+
+    audio = multitone(20.0, 48000, 2, seed=2).astype(np.float32)
+    audio[48000 * 3: 48000 * 9] = 0.0          # 6 s: found
+    audio[48000 * 12: 48000 * 12 + 24000] = 0.0  # 0.5 s: too short to matter
+    audio[48000 * 17:] = 0.0                   # trailing 3 s: found
+    sf.write(str(tmp_path / "gaps.wav"), audio, 48000, subtype="FLOAT")
+    _, silences = normalisation(probe(tmp_path / "gaps.wav"))
+    assert silences == [(48000 * 3, 48000 * 9), (48000 * 17, 48000 * 20)]
+    active = sounding_intervals(silences, 48000 * 20, 48000, 44100, 44100 * 20)
+    margin = int(0.05 * 44100)
+    assert active[0] == (0, 3 * 44100 + margin)
+    assert abs(active[1][0] - (9 * 44100 - margin)) <= 1 and abs(active[1][1] - (17 * 44100 + margin)) <= 1
+    assert len(active) == 2
