@@ -22,7 +22,7 @@ from bridge.audio import AudioInfo, ExactLength, Resampler, probe, read_blocks, 
 from bridge.cache import CacheCorrupt, StemCache, cache_key
 from bridge.dawproject import write_dawproject
 from bridge.device import is_out_of_memory, resolve_device
-from bridge.engine import SeparationParams, StreamSeparator
+from bridge.engine import Normalisation, SeparationParams, StreamSeparator
 from bridge.errors import Cancelled, ConfigError
 from bridge.fingerprint import HashMemo, audio_hash, normalisation, sounding_intervals
 from bridge.models import LoadedModel, load_model
@@ -168,6 +168,21 @@ class Separator:
                 self._models.pop(next(iter(self._models)))
             self._models[name] = load_model(name, self.settings.model_repo)
         return self._models[name]
+
+    def warm_up(self, quality: str = "render", model: str | None = None) -> None:
+        """Load the model and push one segment of quiet noise through it at the quality's
+        settings: the first real job then finds the compute kernels prepared (about a third
+        faster on the CPU) instead of preparing them on the user's time."""
+        preset = preset_for(quality)
+        loaded = self.model(model or preset.model)
+        params = SeparationParams(shifts=0, overlap=preset.overlap, precision=resolve_precision(
+            preset.precision, self.device), skip_silence=False, spacing=preset.spacing)
+        engine = StreamSeparator(loaded.model, self.device, params)
+        frames = int(engine.samplerate * engine.segment)
+        noise = (np.random.default_rng(0).standard_normal((frames, 2)) * 1e-3).astype(np.float32)
+        with self._lock:
+            for _ in engine.separate([noise], frames, Normalisation(0.0, 1e-3)):
+                pass
 
     def run(self, request: SeparationRequest, progress: ProgressFn | None = None,
             cancel: threading.Event | None = None) -> Path:

@@ -149,3 +149,16 @@ def test_silence_runs_are_found_across_blocks(tmp_path):
     assert active[0] == (0, 3 * 44100 + margin)
     assert abs(active[1][0] - (9 * 44100 - margin)) <= 1 and abs(active[1][1] - (17 * 44100 + margin)) <= 1
     assert len(active) == 2
+
+
+def test_warm_up_runs_the_model_once_and_writes_nothing(tmp_path, model_repo):
+    separator = Separator(EngineSettings(device="cpu", model_repo=model_repo, cache_dir=tmp_path / "cache"))
+    model = separator.model("htdemucs").model.models[0]
+    calls: list[int] = []
+    handle = model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        separator.warm_up("preview")
+    finally:
+        handle.remove()
+    assert calls == [1]
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.npy"))

@@ -195,11 +195,9 @@ class SeparatorRunner:
         return self._separator
 
     def warm(self) -> None:
-        """Load the engine and the model watched-folder jobs use, so the first bounce does
-        not wait for it."""
-        from bridge.presets import preset_for
-
-        self.separator().model(self.config.engine_model or preset_for(self.config.engine_quality).model)
+        """Load the engine and the model watched-folder jobs use and run it once, so the first
+        bounce waits for neither."""
+        self.separator().warm_up(self.config.engine_quality, self.config.engine_model)
 
     def __call__(self, job: Job, progress: Progress, cancel: threading.Event) -> Path:
         request = make_request(self.config, job.source, job.output_root or self.config.paths_output,
