@@ -37,6 +37,21 @@ def multitone(seconds: float, rate: int, channels: int, seed: int = 0) -> np.nda
 
 
 @pytest.fixture
+def daemon_with_sources(tmp_path: Path, model_repo: Path, monkeypatch: pytest.MonkeyPatch):
+    """A daemon (not yet started), an OSC peer, and a folder of sources it may read."""
+    from test_daemon_startup import DaemonProcess, OscPeer
+
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    monkeypatch.setenv("STEMBRIDGE_PATHS_ALLOWED_ROOTS", str(sources))
+    daemon = DaemonProcess(tmp_path, model_repo)
+    peer = OscPeer()
+    yield daemon, peer, sources
+    peer.close()
+    daemon.stop()
+
+
+@pytest.fixture
 def make_clip(tmp_path: Path):
     """Write a generated clip: make_clip(name, seconds, rate, channels, subtype) -> Path."""
     import soundfile as sf

@@ -5,28 +5,13 @@ from __future__ import annotations
 
 import signal
 import time
-from pathlib import Path
 
-import pytest
 
 from bridge.jobs.store import CANCELLED, DONE, read_jobs
-from test_daemon_startup import DaemonProcess, OscPeer
 
 
-@pytest.fixture
-def setup(tmp_path: Path, model_repo: Path, monkeypatch: pytest.MonkeyPatch):
-    sources = tmp_path / "sources"
-    sources.mkdir()
-    monkeypatch.setenv("STEMBRIDGE_PATHS_ALLOWED_ROOTS", str(sources))
-    daemon = DaemonProcess(tmp_path, model_repo)
-    peer = OscPeer()
-    yield daemon, peer, sources
-    peer.close()
-    daemon.stop()
-
-
-def test_cancel_queued_and_running_jobs(setup, make_clip) -> None:
-    daemon, peer, sources = setup
+def test_cancel_queued_and_running_jobs(daemon_with_sources, make_clip) -> None:
+    daemon, peer, sources = daemon_with_sources
     long_clip = make_clip("long.wav", seconds=20.0, folder=sources, seed=1)
     queued_clip = make_clip("queued.wav", seconds=1.0, folder=sources, seed=2)
     after_clip = make_clip("after.wav", seconds=1.0, folder=sources, seed=3)
@@ -62,8 +47,8 @@ def test_cancel_queued_and_running_jobs(setup, make_clip) -> None:
     assert daemon.wait_exit() == 0
 
 
-def test_sigterm_during_a_long_job_requeues_it_and_exits_0_promptly(setup, make_clip) -> None:
-    daemon, peer, sources = setup
+def test_sigterm_during_a_long_job_requeues_it_and_exits_0_promptly(daemon_with_sources, make_clip) -> None:
+    daemon, peer, sources = daemon_with_sources
     daemon.drain_timeout = 0.5
     long_clip = make_clip("long.wav", seconds=20.0, folder=sources, seed=1)
     daemon.start()
@@ -80,8 +65,8 @@ def test_sigterm_during_a_long_job_requeues_it_and_exits_0_promptly(setup, make_
     assert list(daemon.output.iterdir()) == []
 
 
-def test_second_signal_exits_at_once_and_the_job_resumes_at_the_next_start(setup, make_clip) -> None:
-    daemon, peer, sources = setup
+def test_second_signal_exits_at_once_and_the_job_resumes_at_the_next_start(daemon_with_sources, make_clip) -> None:
+    daemon, peer, sources = daemon_with_sources
     daemon.drain_timeout = 60.0  # the first signal alone would wait for the whole job
     clip = make_clip("long.wav", seconds=9.0, folder=sources, seed=1)  # two model segments
     daemon.start()

@@ -8,23 +8,9 @@ import os
 import signal
 from pathlib import Path
 
-import pytest
 import soundfile as sf
 
 from bridge.jobs.store import DONE, QUEUED, RUNNING, read_jobs
-from test_daemon_startup import DaemonProcess, OscPeer
-
-
-@pytest.fixture
-def setup(tmp_path: Path, model_repo: Path, monkeypatch: pytest.MonkeyPatch):
-    sources = tmp_path / "sources"
-    sources.mkdir()
-    monkeypatch.setenv("STEMBRIDGE_PATHS_ALLOWED_ROOTS", str(sources))
-    daemon = DaemonProcess(tmp_path, model_repo)
-    peer = OscPeer()
-    yield daemon, peer, sources
-    peer.close()
-    daemon.stop()
 
 
 def assert_complete_sets_only(output: Path, expected_frames: dict[str, int]) -> None:
@@ -43,8 +29,8 @@ def assert_complete_sets_only(output: Path, expected_frames: dict[str, int]) -> 
             assert sf.info(str(folder / name)).frames == expected_frames[folder.name]
 
 
-def test_kill_9_with_jobs_running_and_queued_then_restart_completes_all(setup, make_clip) -> None:
-    daemon, peer, sources = setup
+def test_kill_9_with_jobs_running_and_queued_then_restart_completes_all(daemon_with_sources, make_clip) -> None:
+    daemon, peer, sources = daemon_with_sources
     clips = {
         # Two model segments (7.8 s each, overlapping): the kill lands between them.
         "long": make_clip("long.wav", seconds=9.0, folder=sources, seed=1),
