@@ -150,6 +150,12 @@ def snr_db(reference: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> flo
     return 10 * np.log10(signal / max(noise, 1e-30))
 
 
+def warm_up(separator: Separator, quality: str, model: str | None = None) -> None:
+    """One untimed segment per precision before timing: the first model call prepares the
+    compute kernels, and would otherwise be charged to whichever side runs first."""
+    separator.warm_up(quality, model)
+
+
 def med(values: list[float]) -> float:
     return float(statistics.median(values))
 
@@ -179,6 +185,7 @@ class Bench:
         clip = write_clip(self.work / "render.wav", music(self.seconds, seed=1))
         separator = Separator(EngineSettings(device="cpu", model_repo=repo, use_cache=False))
         bag = separator.model(self.render_model).model
+        warm_up(separator, "render", self.render_model)
         counter = CallCounter(list(bag.models))
         ours, bare, ours_cpu, bare_cpu, calls = [], [], [], [], {}
         for rep in range(self.repeats):
@@ -228,6 +235,8 @@ class Bench:
         clip = write_clip(self.work / "preview.wav", music(self.seconds, seed=2))
         separator = Separator(EngineSettings(device="cpu", model_repo=repo, use_cache=False))
         bag = separator.model("htdemucs").model
+        warm_up(separator, "preview")
+        warm_up(separator, "render", "htdemucs")
         counter = CallCounter(list(bag.models))
         times: dict[str, list[float]] = {"baseline": [], "preview": [], "preview_fp32": []}
         cpus: dict[str, list[float]] = {name: [] for name in times}
