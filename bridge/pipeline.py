@@ -178,6 +178,7 @@ class Separator:
         params = SeparationParams(shifts=0, overlap=preset.overlap, precision=resolve_precision(
             preset.precision, self.device), skip_silence=False, spacing=preset.spacing)
         engine = StreamSeparator(loaded.model, self.device, params)
+        engine.members = engine.members[:1]  # the bag's models share their shapes: one call prepares all
         frames = int(engine.samplerate * engine.segment)
         noise = (np.random.default_rng(0).standard_normal((frames, 2)) * 1e-3).astype(np.float32)
         with self._lock:

@@ -162,3 +162,13 @@ def test_warm_up_runs_the_model_once_and_writes_nothing(tmp_path, model_repo):
         handle.remove()
     assert calls == [1]
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.npy"))
+    # A bag of four (render's htdemucs_ft) is warmed with one call too, not four.
+    bag = separator.model("htdemucs_ft").model
+    calls.clear()
+    handles = [m.register_forward_hook(lambda *_: calls.append(1)) for m in bag.models]
+    try:
+        separator.warm_up("render")
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert calls == [1]
