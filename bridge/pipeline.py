@@ -176,7 +176,7 @@ class Separator:
         preset = preset_for(quality)
         loaded = self.model(model or preset.model)
         params = SeparationParams(shifts=0, overlap=preset.overlap, precision=resolve_precision(
-            preset.precision, self.device), skip_silence=False, spacing=preset.spacing)
+            preset.precision, self.device), skip_silence=False, spacing="even")  # one segment
         engine = StreamSeparator(loaded.model, self.device, params)
         engine.members = engine.members[:1]  # the bag's models share their shapes: one call prepares all
         frames = int(engine.samplerate * engine.segment)
