@@ -177,8 +177,11 @@ class Separator:
         loaded = self.model(model or preset.model)
         params = SeparationParams(shifts=0, overlap=preset.overlap, precision=resolve_precision(
             preset.precision, self.device), skip_silence=False, spacing="even")  # one segment
-        engine = StreamSeparator(loaded.model, self.device, params)
-        engine.members = engine.members[:1]  # the bag's models share their shapes: one call prepares all
+        # The bag's models share their shapes, so one call prepares them all: ask only for
+        # the sources of its first model.
+        bag = loaded.model
+        first = [name for name, weight in zip(bag.sources, bag.weights[0]) if weight] or list(bag.sources)
+        engine = StreamSeparator(bag, self.device, params, wanted_sources=first)
         frames = int(engine.samplerate * engine.segment)
         noise = (np.random.default_rng(0).standard_normal((frames, 2)) * 1e-3).astype(np.float32)
         with self._lock:
