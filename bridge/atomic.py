@@ -19,10 +19,6 @@ def temp_name_for(final: Path, tag: str) -> Path:
     return final.with_name(f".{final.name}{TEMP_MARKER}-{tag}")
 
 
-def is_temp_name(path: Path) -> bool:
-    return TEMP_MARKER in path.name
-
-
 def fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -71,16 +67,3 @@ def write_bytes_atomic(final: Path, data: bytes) -> None:
         Path(name).unlink(missing_ok=True)
         raise
     fsync_dir(final.parent)
-
-
-def remove_leftovers(folder: Path, tag: str | None = None) -> list[Path]:
-    """Delete temporary files (of one job, or all) below `folder`; returns what was removed."""
-    removed = []
-    if not folder.is_dir():
-        return removed
-    pattern = f"*{TEMP_MARKER}-{tag}" if tag else f"*{TEMP_MARKER}*"
-    for path in folder.rglob(pattern):
-        if path.is_file():
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed

@@ -10,12 +10,10 @@ import enum
 import os
 from pathlib import Path
 
-AUDIO_EXTENSIONS = frozenset(
-    {".wav", ".wave", ".bwf", ".aif", ".aiff", ".aifc", ".flac", ".ogg", ".oga", ".opus", ".mp3"}
-)
-# Marker our own writer puts in temporary names; also skipped in folder names.
-TEMP_MARKER = ".stembridge-tmp"
-MANIFEST_NAME = "stems.json"
+from bridge.atomic import TEMP_MARKER  # in our own temporary names; also skipped in folder names
+from bridge.audio import AUDIO_EXTENSIONS  # what the engine decodes is what the watcher takes
+from bridge.manifest import MANIFEST_NAME
+
 # Suffixes browsers, sync tools and DAWs use while a file is still being written.
 _TEMP_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".crdownload", ".download", ".bak", "~")
 
