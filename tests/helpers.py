@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import queue
+import re
+import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import soundfile as sf
+import torch
 
 
 def read(path: Path) -> tuple[np.ndarray, int]:
@@ -25,3 +31,33 @@ def relative_db(residual: np.ndarray, reference: np.ndarray) -> float:
     num = np.sqrt(np.mean(np.square(residual)))
     den = np.sqrt(np.mean(np.square(reference)))
     return float(20 * np.log10(max(num, 1e-30) / den))
+
+
+@contextlib.contextmanager
+def model_calls(*models: torch.nn.Module) -> Iterator[list[int]]:
+    """Count forward calls of `models` while the block runs (one entry per call)."""
+    calls: list[int] = []
+    handles = [m.register_forward_hook(lambda *_: calls.append(1)) for m in models]
+    try:
+        yield calls
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def await_line(lines: "queue.Queue[str | None]", pattern: str, timeout: float, what: str,
+               seen: list[str] | None = None) -> re.Match[str]:
+    """Take lines from a reader thread's queue until one matches `pattern`; None marks the
+    end of the stream. Fails with what was seen instead of waiting forever."""
+    deadline = time.monotonic() + timeout
+    seen = [] if seen is None else seen
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"{what}: no line matching {pattern!r} within {timeout} s; got {seen}") from None
+        if line is None:
+            raise AssertionError(f"{what} ended before {pattern!r}; got {seen}")
+        seen.append(line)
+        if match := re.search(pattern, line):
+            return match

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from bridge.jobs.store import read_jobs
+from helpers import await_line
 
 START_TIMEOUT = 15.0
 
@@ -72,16 +73,7 @@ class DaemonProcess:
 
     def wait_for(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
         """Consume stderr lines until one matches `pattern`."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no line matching {pattern!r} within {timeout} s:\n{self.log()}") from None
-            if line is None:
-                raise AssertionError(f"daemon exited before {pattern!r}:\n{self.log()}")
-            if match := re.search(pattern, line):
-                return match
+        return await_line(self._queue, pattern, timeout, f"daemon stderr:\n{self.log()}\n")
 
     def log(self) -> str:
         return "".join(self.lines)

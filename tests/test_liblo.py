@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 from pythonosc.osc_message_builder import OscMessageBuilder
 
+from helpers import await_line
 from test_daemon_startup import DaemonProcess
 
 pytestmark = [
@@ -62,18 +63,7 @@ class OscDump:
         raise AssertionError(f"oscdump did not start listening on {self.port}")
 
     def expect(self, pattern: str, timeout: float = JOB_TIMEOUT) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        seen = []
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"oscdump printed no line matching {pattern!r}; got {seen}") from None
-            if line is None:
-                raise AssertionError(f"oscdump exited; got {seen}")
-            seen.append(line)
-            if match := re.search(pattern, line):
-                return match
+        return await_line(self.lines, pattern, timeout, "oscdump")
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -15,6 +15,7 @@ from bridge.models import load_model
 from bridge.pipeline import EngineSettings, SeparationRequest, Separator
 from bridge.presets import PRESETS, cpu_has_native_bf16, preset_for, resolve_precision
 from conftest import multitone
+from helpers import model_calls
 
 
 def snr_db(reference: np.ndarray, test: np.ndarray) -> float:
@@ -76,15 +77,11 @@ def test_half_silent_file_runs_the_model_on_fewer_segments(tmp_path, model_repo)
     sf.write(str(tmp_path / "sparse.wav"), sparse, 44100, subtype="FLOAT")
     separator = Separator(EngineSettings(device="cpu", model_repo=model_repo, use_cache=False))
     model = separator.model("htdemucs").model.models[0]
-    calls: list[int] = []
-    handle = model.register_forward_hook(lambda *_: calls.append(1))
-    try:
+    with model_calls(model) as calls:
         separator.run(SeparationRequest(tmp_path / "dense.wav", tmp_path / "out", quality="preview"))
         dense_calls = len(calls)
         calls.clear()
         manifest = separator.run(SeparationRequest(tmp_path / "sparse.wav", tmp_path / "out", quality="preview"))
-    finally:
-        handle.remove()
     # Preview on 30 s: 4 evenly spread 7.8 s segments; the sounding first half needs only 2,
     # and nothing runs on the silence.
     assert dense_calls == 4 and len(calls) == 2
@@ -96,15 +93,10 @@ def test_half_silent_file_runs_the_model_on_fewer_segments(tmp_path, model_repo)
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_all_silent_input_never_runs_the_model(model_repo, precision):
     bag = load_model("htdemucs", model_repo).model
-    model = bag.models[0]
-    calls: list[int] = []
-    handle = model.register_forward_hook(lambda *_: calls.append(1))
-    try:
+    with model_calls(bag.models[0]) as calls:
         x = np.zeros((10 * 44100, 2), np.float32)
         sep = StreamSeparator(bag, "cpu", SeparationParams(shifts=1, overlap=0.25, precision=precision))
         out = np.concatenate(list(sep.separate([x], len(x), Normalisation(0.0, 1e-8))), axis=1)
-    finally:
-        handle.remove()
     assert calls == [] and out.shape == (4, len(x), 2) and not np.any(out)
 
 
@@ -117,14 +109,9 @@ def test_islands_of_sound_in_silence_get_a_segment_each(tmp_path, model_repo):
     audio[40 * 44100: 41 * 44100] = burst
     sf.write(str(tmp_path / "hits.wav"), audio, 44100, subtype="FLOAT")
     separator = Separator(EngineSettings(device="cpu", model_repo=model_repo, use_cache=False))
-    model = separator.model("htdemucs").model.models[0]
-    calls: list[int] = []
-    handle = model.register_forward_hook(lambda *_: calls.append(1))
-    try:
+    with model_calls(separator.model("htdemucs").model.models[0]) as calls:
         manifest = separator.run(SeparationRequest(tmp_path / "hits.wav", tmp_path / "out", quality="preview",
                                                    exact_sum=True))
-    finally:
-        handle.remove()
     assert len(calls) == 2
     out = stems(manifest)
     assert np.any(out[:, 10 * 44100: 11 * 44100] != 0.0)
@@ -153,22 +140,11 @@ def test_silence_runs_are_found_across_blocks(tmp_path):
 
 def test_warm_up_runs_the_model_once_and_writes_nothing(tmp_path, model_repo):
     separator = Separator(EngineSettings(device="cpu", model_repo=model_repo, cache_dir=tmp_path / "cache"))
-    model = separator.model("htdemucs").model.models[0]
-    calls: list[int] = []
-    handle = model.register_forward_hook(lambda *_: calls.append(1))
-    try:
+    with model_calls(separator.model("htdemucs").model.models[0]) as calls:
         separator.warm_up("preview")
-    finally:
-        handle.remove()
     assert calls == [1]
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.npy"))
     # A bag of four (render's htdemucs_ft) is warmed with one call too, not four.
-    bag = separator.model("htdemucs_ft").model
-    calls.clear()
-    handles = [m.register_forward_hook(lambda *_: calls.append(1)) for m in bag.models]
-    try:
+    with model_calls(*separator.model("htdemucs_ft").model.models) as calls:
         separator.warm_up("render")
-    finally:
-        for handle in handles:
-            handle.remove()
     assert calls == [1]
