@@ -313,3 +313,13 @@ def test_reaper_runner_gets_stems_from_the_daemon(tmp_path: Path, model_repo: Pa
     mismatch = lua(f"local R = dofile({lit(REAPER_LIB)})\nlocal f = io.open({lit(manifest)}); local t = f:read('a'); f:close()\n"
                    f"print(R.mismatch(assert(SB.parse_manifest(t, {lit(manifest)})), 48000, 1.0))")
     assert mismatch.strip() == "nil"
+
+
+def test_file_helpers_read_bytes_and_report_missing_files(tmp_path: Path) -> None:
+    data = tmp_path / "stems.json"
+    data.write_bytes(b'{"a": 1}\r\n\x00end')
+    out = lua(f"""
+local text = SB.read_file({lit(data)})
+print(SB.file_exists({lit(data)}), SB.file_exists({lit(tmp_path / "nope")}), #text, SB.read_file({lit(tmp_path / "nope")}))
+""")
+    assert out.split() == ["true", "false", str(len(data.read_bytes())), "nil"]

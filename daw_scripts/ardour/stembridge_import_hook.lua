@@ -167,6 +167,21 @@ function M.clip_name(path)
   return base:match("^(.+)%.[^.]*$") or base
 end
 
+function M.file_exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+--- A whole file's bytes, or nil when it cannot be opened.
+function M.read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local text = f:read("a")
+  f:close()
+  return text
+end
+
 function M.join(folder, name)
   if folder == "" then return name end
   local sep = folder:find("\\", 1, true) and not folder:find("/", 1, true) and "\\" or "/"
@@ -443,20 +458,6 @@ end)()
   local ticks = 0
   local GIVE_UP_S = 6 * 3600
 
-  local function file_exists (path)
-    local f = io.open(path, "r")
-    if f then f:close() return true end
-    return false
-  end
-
-  local function read_all (path)
-    local f = io.open(path, "r")
-    if not f then return nil end
-    local text = f:read("a")
-    f:close()
-    return text
-  end
-
   local function import_stems (entry, manifest)
     local group = Session:new_route_group(entry.track .. " stems")
     for _, stem in ipairs(manifest.stems) do
@@ -486,12 +487,12 @@ end)()
     if ticks < 10 then return end
     ticks = 0
     local pending_path = SB.join(Session:path(), SB.PENDING)
-    local text = read_all(pending_path)
+    local text = SB.read_file(pending_path)
     if not text or text == "" then return end
     local keep = {}
     for _, entry in ipairs(SB.parse_pending(text)) do
-      if file_exists(entry.manifest) then
-        local manifest, err = SB.parse_manifest(read_all(entry.manifest) or "", entry.manifest)
+      if SB.file_exists(entry.manifest) then
+        local manifest, err = SB.parse_manifest(SB.read_file(entry.manifest) or "", entry.manifest)
         local problem = manifest and SB.mismatch(entry, manifest, Session:nominal_sample_rate())
         if manifest and not problem then
           import_stems(entry, manifest)

@@ -174,6 +174,21 @@ function M.clip_name(path)
   return base:match("^(.+)%.[^.]*$") or base
 end
 
+function M.file_exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+--- A whole file's bytes, or nil when it cannot be opened.
+function M.read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local text = f:read("a")
+  f:close()
+  return text
+end
+
 function M.join(folder, name)
   if folder == "" then return name end
   local sep = folder:find("\\", 1, true) and not folder:find("/", 1, true) and "\\" or "/"

@@ -26,20 +26,6 @@ local R = dofile(here .. "stembridge_reaper.lua")
 local windows = reaper.GetOS():match("^Win") ~= nil
 local sep = windows and "\\" or "/"
 
-local function file_exists(path)
-  local f = io.open(path, "r")
-  if f then f:close() return true end
-  return false
-end
-
-local function read_all(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local text = f:read("a")
-  f:close()
-  return text
-end
-
 local function write_all(path, text)
   local f = assert(io.open(path, "wb"))
   f:write(text)
@@ -136,11 +122,11 @@ local function poll()
     last_poll = now
     local waiting = {}
     for _, job in ipairs(jobs) do
-      if file_exists(job.reply) then
-        local reply = R.parse_reply(read_all(job.reply) or "", SB.json_decode)
+      if SB.file_exists(job.reply) then
+        local reply = R.parse_reply(SB.read_file(job.reply) or "", SB.json_decode)
         local manifest, err
         if reply.state == "done" then
-          manifest, err = SB.parse_manifest(read_all(reply.manifest) or "", reply.manifest)
+          manifest, err = SB.parse_manifest(SB.read_file(reply.manifest) or "", reply.manifest)
           err = err or (manifest and R.mismatch(manifest, job.rate, job.seconds))
         else
           err = reply.message
