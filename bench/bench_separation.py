@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from demucs.apply import apply_model  # noqa: E402
 
+from bridge.lowprecision import has_weight_copy_path, reduced_precision_copy  # noqa: E402
 from bridge.modelfactory import make_model_repo  # noqa: E402
 from bridge.pipeline import EngineSettings, SeparationRequest, Separator  # noqa: E402
 
@@ -95,11 +96,14 @@ def model_repo(size: str) -> Path:
 
 
 class CallCounter:
-    """Counts model forward calls (one per segment) on the given (sub)models."""
+    """Counts model forward calls (one per segment) on the given (sub)models and on the bf16
+    weight copies that bf16 runs on CPU use in their place."""
 
     def __init__(self, models: list[torch.nn.Module]) -> None:
         self.calls = 0
-        self._handles = [m.register_forward_hook(self._hook) for m in models]
+        runners = [r for m in models for r in
+                   ([m, reduced_precision_copy(m, torch.bfloat16)] if has_weight_copy_path(m) else [m])]
+        self._handles = [m.register_forward_hook(self._hook) for m in runners]
 
     def _hook(self, *_: object) -> None:
         self.calls += 1

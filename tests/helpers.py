@@ -14,6 +14,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from bridge.lowprecision import has_weight_copy_path, reduced_precision_copy
+
 
 def read(path: Path) -> tuple[np.ndarray, int]:
     data, rate = sf.read(str(path), dtype="float64", always_2d=True)
@@ -35,9 +37,14 @@ def relative_db(residual: np.ndarray, reference: np.ndarray) -> float:
 
 @contextlib.contextmanager
 def model_calls(*models: torch.nn.Module) -> Iterator[list[int]]:
-    """Count forward calls of `models` while the block runs (one entry per call)."""
+    """Count forward calls of `models` while the block runs (one entry per call), including
+    calls of the bf16 weight copies that bf16 jobs on CPU run in their place (made here, ahead
+    of the engine, which then reuses them)."""
     calls: list[int] = []
-    handles = [m.register_forward_hook(lambda *_: calls.append(1)) for m in models]
+    runners = [m for model in models for m in
+               ([model, reduced_precision_copy(model, torch.bfloat16)] if has_weight_copy_path(model)
+                else [model])]
+    handles = [m.register_forward_hook(lambda *_: calls.append(1)) for m in runners]
     try:
         yield calls
     finally:

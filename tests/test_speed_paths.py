@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from bridge.engine import Normalisation, SeparationParams, StreamSeparator
+from bridge.lowprecision import reduced_precision_copy
 from bridge.models import load_model
 from bridge.pipeline import EngineSettings, SeparationRequest, Separator
 from bridge.presets import PRESETS, cpu_has_native_bf16, preset_for, resolve_precision
@@ -39,6 +41,30 @@ def test_bf16_output_is_float32_and_within_40_db_of_fp32(model_repo):
     snr = snr_db(full, reduced)
     # Finite: bf16 really ran; >= 40 dB: the precision target of the preview preset.
     assert 40.0 <= snr < 150.0, f"bf16 vs fp32 SNR {snr:.1f} dB"
+
+
+def test_bf16_on_cpu_runs_a_bf16_weight_copy_and_leaves_the_model_fp32(model_repo):
+    """The fast bf16 path runs a cached copy with bf16 weights; fp32 jobs keep using the
+    untouched original."""
+    bag = load_model("htdemucs", model_repo).model
+    model = bag.models[0]
+    x = (np.random.default_rng(1).standard_normal((9 * 44100, 2)) * 0.1).astype(np.float32)
+    copy = reduced_precision_copy(model, torch.bfloat16)
+    assert copy is reduced_precision_copy(model, torch.bfloat16)   # made once
+    ran: list[str] = []
+    handles = [copy.register_forward_hook(lambda *_: ran.append("bf16")),
+               model.register_forward_hook(lambda *_: ran.append("fp32"))]
+    try:
+        separate(bag, x, "bf16")
+        bf16_calls = list(ran)
+        ran.clear()
+        separate(bag, x, "fp32")
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert bf16_calls == ["bf16", "bf16"] and ran == ["fp32", "fp32"]  # 9 s: two segments each
+    assert {p.dtype for p in copy.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
 
 
 def test_reduced_precision_only_where_chosen():
