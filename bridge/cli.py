@@ -13,6 +13,7 @@ import sys
 from typing import Sequence
 
 from bridge import __version__
+from bridge.allocator import keep_freed_memory
 from bridge.errors import StemBridgeError
 
 # Each module under bridge/commands defines NAME, HELP, add_arguments(parser), run(args) -> int.
@@ -46,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Before any thread starts: separation then reuses its memory instead of refaulting it.
+    keep_freed_memory()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):

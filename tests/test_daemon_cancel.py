@@ -12,7 +12,7 @@ from bridge.jobs.store import CANCELLED, DONE, read_jobs
 
 def test_cancel_queued_and_running_jobs(daemon_with_sources, make_clip) -> None:
     daemon, peer, sources = daemon_with_sources
-    long_clip = make_clip("long.wav", seconds=20.0, folder=sources, seed=1)
+    long_clip = make_clip("long.wav", seconds=120.0, folder=sources, seed=1)
     queued_clip = make_clip("queued.wav", seconds=1.0, folder=sources, seed=2)
     after_clip = make_clip("after.wav", seconds=1.0, folder=sources, seed=3)
     daemon.start()
@@ -50,7 +50,8 @@ def test_cancel_queued_and_running_jobs(daemon_with_sources, make_clip) -> None:
 def test_sigterm_during_a_long_job_requeues_it_and_exits_0_promptly(daemon_with_sources, make_clip) -> None:
     daemon, peer, sources = daemon_with_sources
     daemon.drain_timeout = 0.5
-    long_clip = make_clip("long.wav", seconds=20.0, folder=sources, seed=1)
+    long_clip = make_clip("long.wav", seconds=120.0, folder=sources, seed=1)
+    # Long enough (about 16 tiny-model segments) to outlast the drain timeout by far.
     daemon.start()
     peer.send(daemon.port, "/stembridge/separate", str(long_clip))
     job_id = peer.receive("/stembridge/queued")[0]

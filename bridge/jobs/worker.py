@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from bridge.allocator import return_freed_memory
 from bridge.errors import Cancelled, StemBridgeError
 from bridge.jobs.events import JobEvent
 from bridge.jobs.store import CANCELLED, DONE, FAILED, Job, JobStore
@@ -23,12 +24,16 @@ Runner = Callable[[Job, Progress, threading.Event], Path]
 # Progress is reported on every stage change, else at most this often (seconds): enough for a
 # progress bar, few enough writes and UDP packets.
 PROGRESS_INTERVAL = 0.25
+# Separation memory stays with the process between jobs (bridge/allocator.py: reusing it
+# saves refaulting ~1.5 GB per segment); after this long with nothing to do it goes back.
+IDLE_RELEASE_S = 60.0
 
 
 class Worker:
     def __init__(self, store: JobStore, runner: Runner, emit: Callable[[JobEvent], None],
-                 warm: Callable[[], None] | None = None) -> None:
+                 warm: Callable[[], None] | None = None, idle_release_s: float = IDLE_RELEASE_S) -> None:
         self._store = store
+        self._idle_release_s = idle_release_s
         self._runner = runner
         self._emit = emit
         self._warm = warm
@@ -90,6 +95,7 @@ class Worker:
         return True
 
     def _next(self) -> Job | None:
+        released = False
         with self._cond:
             while not self._stopping:
                 job = self._store.claim_next()
@@ -98,7 +104,11 @@ class Worker:
                     self._cancel = threading.Event()
                     self._cancel_reason = ""
                     return job
-                self._cond.wait()
+                if released:
+                    self._cond.wait()
+                elif not self._cond.wait(self._idle_release_s):
+                    return_freed_memory()
+                    released = True
             return None
 
     def _loop(self) -> None:
