@@ -15,6 +15,10 @@ Measurements (names for --only):
   cache    cache-hit time of a 3-minute clip (tiny model; a hit never runs the model).
   rss      peak RSS of `stembridge separate` for 5, 30 and 60 minute inputs (tiny model,
            one fresh process each).
+  alloc    model calls in a worker thread (as the daemon makes them), full htdemucs, fp32
+           and bf16, in fresh processes with glibc's default allocator vs the tuning every
+           `stembridge` process applies (bridge/allocator.py).
+The in-process measurements run with that tuning too, on both sides, as `stembridge` does.
 GFLOP/s (as a fraction of the CPU's peak) is derived from the render and preview runs: model
 calls are counted, each costing 334.9 GFLOP (one 7.8 s segment of the released htdemucs).
 
@@ -52,6 +56,7 @@ sys.path.insert(0, str(ROOT))
 
 from demucs.apply import apply_model  # noqa: E402
 
+from bridge.allocator import keep_freed_memory  # noqa: E402
 from bridge.lowprecision import has_weight_copy_path, reduced_precision_copy  # noqa: E402
 from bridge.modelfactory import make_model_repo  # noqa: E402
 from bridge.pipeline import EngineSettings, SeparationRequest, Separator  # noqa: E402
@@ -59,7 +64,7 @@ from bridge.pipeline import EngineSettings, SeparationRequest, Separator  # noqa
 RATE = 44100
 SEGMENT_GFLOP = 334.9          # one 7.8 s segment of the released htdemucs (DESIGN.md)
 PEAK_GFLOPS = {"fp32": 166.0, "bf16": 332.0}   # two Zen 4 cores (DESIGN.md)
-ALL = ("preview", "silence", "render", "daemon", "cache", "rss")
+ALL = ("preview", "silence", "render", "daemon", "cache", "rss", "alloc")
 MODELS = ROOT / "bench" / "models"
 RESULTS = ROOT / "bench" / "results"
 
@@ -359,6 +364,62 @@ class Bench:
                           f"{peaks[5]:.0f} / {peaks[30]:.0f} / {peaks[60]:.0f} MiB; 60/5 = {ratio:.3f}",
                           "60/5 <= 1.25"))
 
+    ALLOC_CHILD = """
+import json, os, resource, sys, threading, time, warnings
+from pathlib import Path
+from bridge import allocator
+tuned = sys.argv[1] == "tuned" and allocator.keep_freed_memory()
+import torch
+from demucs.pretrained import get_model
+from bridge.lowprecision import reduced_precision_copy
+warnings.simplefilter("ignore")
+model = get_model("htdemucs", repo=Path(sys.argv[3])).models[0].eval()
+if sys.argv[2] == "bf16":
+    model = reduced_precision_copy(model, torch.bfloat16)
+x = torch.randn(1, 2, int(44100 * 7.8)) * 0.1
+report = {}
+def work():
+    with torch.inference_mode():
+        model(x)
+        usage, wall, cpu = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter(), time.process_time()
+        for _ in range(3):
+            model(x)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+    report.update(wall=(time.perf_counter() - wall) / 3, cpu=(time.process_time() - cpu) / 3,
+                  faults=(after.ru_minflt - usage.ru_minflt) / 3, sys=(after.ru_stime - usage.ru_stime) / 3,
+                  peak_mib=after.ru_maxrss / 1024, tuned=tuned)
+thread = threading.Thread(target=work)
+thread.start()
+thread.join()
+print(json.dumps(report))
+"""
+
+    def alloc(self) -> None:
+        repo = model_repo("full")
+        runs: dict[str, dict[str, list[dict[str, float]]]] = {}
+        for precision in ("fp32", "bf16"):
+            runs[precision] = {"default": [], "tuned": []}
+            for rep in range(self.repeats):
+                for mode in (("default", "tuned") if rep % 2 == 0 else ("tuned", "default")):
+                    proc = subprocess.run([sys.executable, "-c", self.ALLOC_CHILD, mode, precision, str(repo)],
+                                          capture_output=True, text=True, cwd=ROOT)
+                    if proc.returncode != 0:
+                        raise RuntimeError(f"alloc child failed: {proc.stderr[-2000:]}")
+                    report = json.loads(proc.stdout.strip().splitlines()[-1])
+                    runs[precision][mode].append(report)
+                    print(f"  alloc {precision} {mode}: {report['wall']:.2f} s/segment wall, {report['cpu']:.2f} cpu, "
+                          f"{report['faults']:.0f} page faults, {report['sys']:.2f} s kernel, "
+                          f"peak {report['peak_mib']:.0f} MiB", flush=True)
+            default, tuned = runs[precision]["default"], runs[precision]["tuned"]
+            gain = med([r["wall"] for r in default]) / med([r["wall"] for r in tuned])
+            cpu_gain = med([r["cpu"] for r in default]) / med([r["cpu"] for r in tuned])
+            self.rows.append((f"allocator tuning, model call in a thread ({precision})",
+                              f"{gain:.2f}x faster wall, {cpu_gain:.2f}x CPU; kernel "
+                              f"{med([r['sys'] for r in default]):.2f} -> {med([r['sys'] for r in tuned]):.2f} s/segment;"
+                              f" peak {med([r['peak_mib'] for r in default]):.0f} -> "
+                              f"{med([r['peak_mib'] for r in tuned]):.0f} MiB", "-"))
+        self.results["alloc"] = runs
+
     def daemon(self) -> None:
         repo = model_repo("full")
         clips = [write_clip(self.work / f"ten_{i}.wav", music(10.0, seed=10 + i)) for i in range(self.repeats + 1)]
@@ -476,6 +537,7 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown measurement(s) {', '.join(sorted(unknown))} (choose from {', '.join(ALL)})")
     info = machine()
+    info["allocator_tuned"] = keep_freed_memory()   # as every stembridge process does
     print(f"machine: {info}", flush=True)
     with tempfile.TemporaryDirectory(prefix="stembridge-bench-") as tmp:
         bench = Bench(args.seconds, args.repeats, Path(tmp), args.render_model)
