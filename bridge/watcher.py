@@ -10,6 +10,7 @@ from feeding back as events.
 from __future__ import annotations
 
 import collections
+import importlib
 import logging
 import os
 import sys
@@ -47,6 +48,22 @@ log = logging.getLogger(__name__)
 # Only write-side events: opens and no-write closes (ours included) never reach the handler.
 _EVENT_TYPES = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedEvent]
 _REMEMBERED_WRITES = 4096  # per-path signatures already reported; old ones are forgotten
+# watchdog holds each IN_MOVED_FROM for 0.5 s to pair it with its IN_MOVED_TO, and its reader
+# sleeps out the whole hold even when the pair arrived at once: half a second added to every
+# bounce a DAW renames into place. The kernel queues both halves of a rename back to back, so
+# a short hold still pairs them (an unpaired one is still seen, as a created file).
+_RENAME_PAIRING_HOLD = 0.05
+
+
+def _shorten_rename_pairing_hold() -> None:
+    for module_name, class_name in (("watchdog.observers.inotify_move_event_grouper", "InotifyMoveEventGrouper"),
+                                    ("watchdog.observers.inotify_buffer", "InotifyBuffer")):  # watchdog < 7
+        try:
+            holder = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError):
+            continue
+        if getattr(holder, "delay", 0) > _RENAME_PAIRING_HOLD:
+            holder.delay = _RENAME_PAIRING_HOLD
 
 
 def platform_has_close_events() -> bool:
@@ -114,6 +131,7 @@ class FolderWatcher:
                 raise StartupError(f"cannot watch {folder}: not a folder")
         # Created only now: on Linux an Observer starts watchdog's inotify reader thread, which
         # a refused start-up must not leave behind.
+        _shorten_rename_pairing_hold()
         observer = Observer()
         recorder = _Recorder(self._record, self._timing.close_events)
         for folder in self._folders:
