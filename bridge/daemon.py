@@ -1,7 +1,7 @@
 """The daemon's lifecycle, in one place: what starts in which order, and the reverse on stop.
 
 Start: check config → folders → single-instance lock → log file → job store (crash recovery)
-→ OSC server → watcher → worker → "serving on HOST:PORT". Stop: the reverse. Nothing that
+→ OSC server → watcher (plus the bounces made while no daemon ran) → worker → "serving on HOST:PORT". Stop: the reverse. Nothing that
 can fail at start-up (busy port, unwritable folder) is left half-started: every started part
 is registered on an ExitStack right after it starts.
 
@@ -141,7 +141,7 @@ class Daemon:
             # (requests arriving meanwhile are queued durably for the next start).
             renderer = self._start_previews(stack)
             self.osc_port = self._start_osc(stack, renderer)
-            self._start_watcher(stack)
+            self._start_watcher(stack, store)
             self.service.start()
             stack.callback(self._stop_service)
 
@@ -216,7 +216,8 @@ class Daemon:
         stack.callback(server.stop)
         return int(server.port)
 
-    def _start_watcher(self, stack: contextlib.ExitStack) -> None:
+    def _start_watcher(self, stack: contextlib.ExitStack, store: JobStore) -> None:
+        from bridge.catchup import missed_bounces, previous_start, record_start
         from bridge.watcher import FolderWatcher
 
         config = self.config
@@ -224,8 +225,21 @@ class Daemon:
         # inside a watched folder.
         ignore = [config.paths_output, config.paths_state_dir]
         watcher = FolderWatcher(list(config.paths_watch), ignore, self._on_bounce)
+        started = time.time()
         watcher.start()
         stack.callback(watcher.stop)
+        # Watching already: a bounce landing during the scan is seen by one or the other (both
+        # is harmless: the watcher reports each write once).
+        since = previous_start(config.paths_state_dir)
+        if since is None:
+            log.info("first start: files already in the watched folders are left alone")
+        else:
+            missed = list(missed_bounces(list(config.paths_watch), ignore, since, store.last_queued_by_source()))
+            log.info("%d bounce(s) made while stembridge was not running%s", len(missed),
+                     ": " + ", ".join(p.name for p in missed[:5]) + (" ..." if len(missed) > 5 else "")
+                     if missed else "")
+            watcher.consider(missed)
+        record_start(config.paths_state_dir, started)
 
     def _on_bounce(self, path: Path) -> None:
         assert self.service is not None

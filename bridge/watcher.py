@@ -165,6 +165,12 @@ class FolderWatcher:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
+    def consider(self, paths: list[Path]) -> None:
+        """Judge existing files as if they had just appeared (found at start-up): each is
+        reported once it is finished, like any bounce."""
+        for path in paths:
+            self._record(path, Trigger.CREATED)
+
     def _record(self, path: Path, trigger: Trigger) -> None:
         with self._lock:
             self._incoming[path] = trigger  # the latest event says what the writer did last

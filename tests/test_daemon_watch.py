@@ -46,3 +46,31 @@ def test_dropped_bounces_become_stems_and_outputs_are_not_rewatched(tmp_path: Pa
         assert daemon.wait_exit() == 0
     finally:
         daemon.stop()
+
+
+def test_bounces_made_while_the_daemon_was_down_are_queued_at_the_next_start(tmp_path: Path, model_repo: Path,
+                                                                               make_clip) -> None:
+    daemon = DaemonProcess(tmp_path, model_repo)
+    daemon.watch.mkdir(parents=True, exist_ok=True)
+    make_clip("earlier.wav", seconds=1.0, folder=daemon.watch, seed=1)  # there before the first start
+    try:
+        daemon.start()
+        # Logged before "serving on", which start() awaited.
+        assert "first start: files already in the watched folders are left alone" in daemon.log()
+        drop(make_clip, daemon.watch, "live.wav", seed=2)
+        daemon.wait_for(r"job (\w+) done", timeout=60)
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait_exit() == 0
+
+        drop(make_clip, daemon.watch, "missed.wav", seed=3)  # bounced while nothing watched
+        daemon.start()
+        assert "1 bounce(s) made while stembridge was not running: missed.wav" in daemon.log()
+        daemon.wait_for(r"job (\w+) done", timeout=60)
+        # earlier.wav predates the first start; live.wav was done in the first run.
+        assert [(j.source.name, j.state) for j in read_jobs(daemon.state / "jobs.sqlite")] == [
+            ("live.wav", DONE), ("missed.wav", DONE)]
+        assert (daemon.output / "missed" / "stems.json").exists()
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait_exit() == 0
+    finally:
+        daemon.stop()

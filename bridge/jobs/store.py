@@ -139,6 +139,12 @@ class JobStore:
             rows = db.execute(query + " ORDER BY seq", params).fetchall()
         return [_job(r) for r in rows]
 
+    def last_queued_by_source(self) -> dict[str, float]:
+        """For every source path: when its latest job was queued."""
+        with self._tx() as db:
+            rows = db.execute("SELECT source, MAX(created) FROM jobs GROUP BY source").fetchall()
+        return {row[0]: float(row[1]) for row in rows}
+
     def claim_next(self) -> Job | None:
         """Move the first queued job (preview first, then oldest) to running."""
         with self._tx() as db:
