@@ -72,3 +72,8 @@ def test_untuned_libraries_are_a_no_op(monkeypatch):
     monkeypatch.setattr(allocator, "_libc", None)
     assert allocator.keep_freed_memory() is False
     allocator.return_freed_memory()  # must not raise
+
+
+def test_opting_out_leaves_the_allocator_alone(monkeypatch):
+    monkeypatch.setenv(allocator.OPT_OUT, "0")
+    assert allocator.keep_freed_memory() is False
