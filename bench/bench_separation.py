@@ -31,6 +31,7 @@ across runs. Results go to bench/results/<timestamp>.json. Not part of the test 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -45,7 +46,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -56,7 +57,7 @@ sys.path.insert(0, str(ROOT))
 
 from demucs.apply import apply_model  # noqa: E402
 
-from bridge.allocator import keep_freed_memory  # noqa: E402
+from bridge import allocator  # noqa: E402
 from bridge.lowprecision import has_weight_copy_path, reduced_precision_copy  # noqa: E402
 from bridge.modelfactory import make_model_repo  # noqa: E402
 from bridge.pipeline import EngineSettings, SeparationRequest, Separator  # noqa: E402
@@ -118,18 +119,58 @@ class CallCounter:
         return calls
 
 
+LAST_FAULTS = [0]  # page faults of the latest timed() run, printed beside its times
+
+
 def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
     """(wall seconds, process CPU seconds, result). CPU time beside wall time tells a slow
     run from one that shared its cores with other work."""
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     cpu = time.process_time()
     start = time.perf_counter()
     result = fn()
-    return time.perf_counter() - start, time.process_time() - cpu, result
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    LAST_FAULTS[0] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    return wall, cpu, result
+
+
+class DemucsAllocator:
+    """The C allocator the bare-Demucs side runs with. Every stembridge process tunes glibc to
+    keep freed memory (bridge/allocator.py); plain Demucs runs at glibc's defaults. For a
+    workload of blocks over 32 MiB, the defaults' dynamic thresholds settle at mmap threshold
+    32 MiB and trim threshold 64 MiB, which is what `glibc` mode sets (the page faults per
+    run it prints match a fresh untuned process). `tuned` gives both sides the tuning: the
+    engine alone is compared."""
+
+    mode = "glibc"
+
+    @classmethod
+    @contextlib.contextmanager
+    def active(cls) -> Iterator[None]:
+        libc = allocator._libc
+        if cls.mode == "tuned" or libc is None:
+            yield
+            return
+        libc.mallopt(-4, 65536)          # M_MMAP_MAX: glibc's default
+        libc.mallopt(-3, 32 * 2**20)     # M_MMAP_THRESHOLD: the dynamic threshold's ceiling
+        libc.mallopt(-1, 64 * 2**20)     # M_TRIM_THRESHOLD: twice that, as glibc keeps it
+        libc.malloc_trim(0)
+        try:
+            yield
+        finally:
+            allocator.keep_freed_memory()
 
 
 def bare_apply_model(bag: torch.nn.Module, path: Path, shifts: int, overlap: float, precision: str = "fp32",
                      seed: int = 0) -> np.ndarray:
-    """What `demucs.api` does around apply_model: decode, normalise, separate, de-normalise."""
+    """What `demucs.api` does around apply_model: decode, normalise, separate, de-normalise,
+    with the C allocator plain Demucs has (see DemucsAllocator)."""
+    with DemucsAllocator.active():
+        return _bare_apply_model(bag, path, shifts, overlap, precision, seed)
+
+
+def _bare_apply_model(bag: torch.nn.Module, path: Path, shifts: int, overlap: float, precision: str,
+                      seed: int) -> np.ndarray:
     audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
     assert rate == RATE
     wav = torch.from_numpy(np.ascontiguousarray(audio.T))
@@ -211,7 +252,8 @@ class Bench:
                     bare.append(wall)
                     bare_cpu.append(cpu)
                 calls[who] = counter.take()
-                print(f"  render rep {rep + 1} {who}: {wall:.1f} s wall, {cpu:.1f} s cpu, {calls[who]} segments",
+                print(f"  render rep {rep + 1} {who}: {wall:.1f} s wall, {cpu:.1f} s cpu, {calls[who]} segments, "
+                      f"{LAST_FAULTS[0]} page faults",
                       flush=True)
         ratio = med(bare) / med(ours)
         pairs = [b / o for b, o in zip(bare, ours)]
@@ -266,7 +308,8 @@ class Bench:
                 calls[name] = counter.take()
                 if isinstance(result, Path):
                     manifests[name] = result
-                print(f"  preview rep {rep + 1} {name}: {wall:.1f} s wall, {cpu:.1f} s cpu, {calls[name]} segments",
+                print(f"  preview rep {rep + 1} {name}: {wall:.1f} s wall, {cpu:.1f} s cpu, {calls[name]} segments, "
+                      f"{LAST_FAULTS[0]} page faults",
                       flush=True)
         snr = snr_db(read_stems(manifests["preview_fp32"]), read_stems(manifests["preview"]))
         ratio = med(times["baseline"]) / med(times["preview"])
@@ -531,13 +574,18 @@ def main() -> int:
                         help="model for the render comparison (htdemucs: a quarter of the time, same per-segment path)")
     parser.add_argument("--sparse-rss", action="store_true",
                         help="rss inputs carry 12 s of music per minute (a fifth of the compute)")
+    parser.add_argument("--demucs-allocator", choices=("glibc", "tuned"), default="glibc",
+                        help="C allocator of the bare-Demucs side: glibc's defaults, as plain Demucs runs "
+                             "(default), or StemBridge's tuning, to compare the engines alone")
     args = parser.parse_args()
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = set(chosen) - set(ALL)
     if unknown:
         parser.error(f"unknown measurement(s) {', '.join(sorted(unknown))} (choose from {', '.join(ALL)})")
     info = machine()
-    info["allocator_tuned"] = keep_freed_memory()   # as every stembridge process does
+    info["allocator_tuned"] = allocator.keep_freed_memory()   # as every stembridge process does
+    DemucsAllocator.mode = args.demucs_allocator
+    info["demucs_allocator"] = args.demucs_allocator
     print(f"machine: {info}", flush=True)
     with tempfile.TemporaryDirectory(prefix="stembridge-bench-") as tmp:
         bench = Bench(args.seconds, args.repeats, Path(tmp), args.render_model)
