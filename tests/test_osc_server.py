@@ -315,6 +315,29 @@ def test_preview_disabled_and_enabled(served, bounce: Path) -> None:
     assert daw.recv() == ("/stembridge/error", ["bad", "preview option 'x' unknown"])
 
 
+def test_a_rendering_preview_does_not_hold_up_other_requests(served, bounce: Path) -> None:
+    _, start, peer = served
+    rendering, release = threading.Event(), threading.Event()
+
+    def render(job_id: str, options: dict[str, str]) -> Path:
+        rendering.set()
+        assert release.wait(10), "the test never released the render"
+        if job_id == "boom":
+            raise RuntimeError("renderer bug")
+        return bounce.parent / "preview.wav"
+
+    daw = peer(start(preview_handler=render))
+    daw.send("/stembridge/preview", "job1", "vocals.gain_db=-3")
+    assert rendering.wait(5)
+    daw.send("/stembridge/ping")        # answered while the render is still in progress
+    assert daw.recv()[0] == "/stembridge/pong"
+    release.set()
+    assert daw.recv() == ("/stembridge/preview_ready", ["job1", str(bounce.parent / "preview.wav")])
+    daw.send("/stembridge/preview", "boom")
+    address, params = daw.recv()
+    assert address == "/stembridge/error" and params[0] == "boom" and "renderer bug" in params[1]
+
+
 def test_internal_error_costs_one_request(served, bounce: Path) -> None:
     service, start, peer = served
     daw = peer(start())

@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -68,6 +69,10 @@ class OscServer:
         self.notifier = Notifier(self._sendto, max_subscribers, progress_interval)
         self._server: _UDPServer | None = None
         self._thread: threading.Thread | None = None
+        # Previews render off the receiving thread (a re-render of every chain can take a
+        # second or two), so pings, status and cancels keep their answers meanwhile; one
+        # thread, because the renderer serialises renders anyway.
+        self._previews: ThreadPoolExecutor | None = None
 
     @property
     def port(self) -> int:
@@ -81,6 +86,7 @@ class OscServer:
         if self._server is not None:
             raise RuntimeError("OscServer already started")
         self._server = _UDPServer(self._address, self)
+        self._previews = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stembridge-osc-preview")
         self._service.add_listener(self.notifier)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="stembridge-osc", daemon=True)
@@ -96,6 +102,10 @@ class OscServer:
         self._server.shutdown()
         if self._thread is not None:
             self._thread.join()
+        if self._previews is not None:
+            # The render in progress finishes and answers; requests still waiting are dropped.
+            self._previews.shutdown(wait=True, cancel_futures=True)
+            self._previews = None
         self._server.server_close()
         self._server = None
         self._thread = None
@@ -207,12 +217,22 @@ class OscServer:
         return bool(self._allow) and self.allowed(str(ip))
 
     def _preview(self, request: protocol.Preview, peer: Address) -> None:
-        if self._preview_handler is None:
+        if self._preview_handler is None or self._previews is None:
             raise protocol.RequestError("previews not enabled", request.job_id)
+        self._previews.submit(self._render_preview, self._preview_handler, request, peer)
+
+    def _render_preview(self, handler: PreviewHandler, request: protocol.Preview, peer: Address) -> None:
+        """On the preview thread: render, then answer `preview_ready` or `error`."""
         try:
-            path = self._preview_handler(request.job_id, request.options)
+            path = handler(request.job_id, request.options)
         except StemBridgeError as exc:
-            raise protocol.RequestError(str(exc), request.job_id) from None
+            log.info("preview of %s refused: %s", request.job_id, exc)
+            self._reply(peer, protocol.ERROR, request.job_id, str(exc))
+            return
+        except Exception as exc:  # a bug must cost one preview, not the preview thread
+            log.exception("preview of %s failed", request.job_id)
+            self._reply(peer, protocol.ERROR, request.job_id, f"internal error: {type(exc).__name__}: {exc}")
+            return
         self._reply(peer, protocol.PREVIEW_READY, request.job_id, str(path))
 
 
