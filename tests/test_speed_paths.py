@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 
 from bridge.engine import Normalisation, SeparationParams, StreamSeparator
-from bridge.lowprecision import reduced_precision_copy
+from bridge.lowprecision import _attention, has_plain_layout, reduced_precision_copy
 from bridge.models import load_model
 from bridge.pipeline import EngineSettings, SeparationRequest, Separator
 from bridge.presets import PRESETS, cpu_has_native_bf16, preset_for, resolve_precision
@@ -174,3 +174,17 @@ def test_warm_up_runs_the_model_once_and_writes_nothing(tmp_path, model_repo):
     with model_calls(*separator.model("htdemucs_ft").model.models) as calls:
         separator.warm_up("render")
     assert calls == [1]
+
+
+@pytest.mark.parametrize("cross", [False, True])
+def test_explicit_attention_equals_torch_multihead_attention(cross):
+    torch.manual_seed(0)
+    attention = torch.nn.MultiheadAttention(64, 4, batch_first=True).eval()
+    assert has_plain_layout(attention)
+    query = torch.randn(2, 50, 64)
+    key = torch.randn(2, 30, 64) if cross else query
+    with torch.inference_mode():
+        expected, _ = attention(query, key, key, need_weights=False)
+        got, weights = _attention(attention, query, key, key, need_weights=False)
+    assert weights is None
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
