@@ -94,10 +94,12 @@ def sounding_intervals(silences: list[tuple[int, int]], frames: int, rate: int, 
 
 
 class HashMemo:
-    """Remembered audio hashes, one small file per source file state."""
+    """Remembered audio hashes, one small file per source file state; the `keep` most
+    recently used are kept (a forgotten one costs its source one decode)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, keep: int = 2000) -> None:
         self.root = Path(root)
+        self.keep = keep
 
     def _entry(self, path: Path) -> Path:
         stat = os.stat(path)
@@ -109,12 +111,30 @@ class HashMemo:
         try:
             remembered = entry.read_text().strip()
             if len(remembered) == 64:
+                os.utime(entry)  # recently used: kept longest
                 return remembered
         except OSError:
             pass
         value = audio_hash(info, cancel)
         try:
             write_bytes_atomic(entry, value.encode())
+            self.prune()
         except OSError:  # a read-only cache only costs the next run a decode
             pass
         return value
+
+    def prune(self) -> int:
+        """Forget the least recently used memos beyond `keep`; returns how many went."""
+        memos = []
+        for memo in self.root.iterdir():
+            if not memo.name.startswith("."):   # skip writes in progress
+                try:
+                    memos.append((memo.stat().st_mtime_ns, memo))
+                except FileNotFoundError:
+                    pass
+        surplus = len(memos) - self.keep
+        if surplus <= 0:
+            return 0
+        for _, memo in sorted(memos)[:surplus]:
+            memo.unlink(missing_ok=True)
+        return surplus

@@ -146,3 +146,20 @@ def test_rewritten_audio_is_never_taken_for_the_remembered_one(tmp_path, separat
     second, stages = run(separator, source, tmp_path / "b")
     assert "separating" in stages
     assert json.loads(second.read_text())["source_hash"] != json.loads(first.read_text())["source_hash"]
+
+
+def test_remembered_source_hashes_are_capped_least_recently_used_first(tmp_path, make_clip):
+    from bridge.audio import probe
+    from bridge.fingerprint import HashMemo, audio_hash
+
+    memo = HashMemo(tmp_path / "sources", keep=2)
+    clips = [probe(make_clip(f"c{i}.wav", seconds=0.5, seed=i)) for i in range(3)]
+    hashes = [memo.hash_of(info) for info in clips[:2]]
+    # Make the order of use explicit: c1's memo is the older one, then c0 is used again.
+    old = (tmp_path / "sources").stat().st_mtime - 100
+    for entry in (tmp_path / "sources").iterdir():
+        os.utime(entry, (old, old))
+    assert memo.hash_of(clips[0]) == hashes[0]          # a hit: now the most recent
+    memo.hash_of(clips[2])                               # a third memo: one must go
+    remembered = {p.read_text() for p in (tmp_path / "sources").iterdir()}
+    assert remembered == {hashes[0], audio_hash(clips[2])}
