@@ -6,9 +6,11 @@ system, so the final rename is atomic), flushed to disk, then renamed into place
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 TEMP_MARKER = ".stembridge-tmp"
 
@@ -67,3 +69,25 @@ def write_bytes_atomic(final: Path, data: bytes) -> None:
         Path(name).unlink(missing_ok=True)
         raise
     fsync_dir(final.parent)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive advisory lock on `folder`, across threads and processes (flock on the
+    folder itself: no lock file in a folder a DAW reads). Publishing a stem set and recording
+    a preview in it take it, so neither sees the other half done. Where the file system
+    cannot lock (some network shares), it goes on without."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -20,7 +20,7 @@ from typing import Iterator, Literal
 import numpy as np
 import soundfile as sf
 
-from bridge.atomic import fsync_all, fsync_dir, temp_name_for
+from bridge.atomic import folder_lock, fsync_all, fsync_dir, temp_name_for
 from bridge.audio import AudioInfo, Resampler, from_stereo, read_blocks
 from bridge.errors import ConfigError, InputError, OutputError
 from bridge.manifest import MANIFEST_NAME, now_iso, read_manifest, write_manifest
@@ -163,20 +163,22 @@ def write_stem_set(blocks: Iterator[np.ndarray], model_stems: list[str], model_r
             writer.close()
         fsync_all(list(temps.values()))
         manifest = plan.manifest_path()
-        stale = _retire_manifest(manifest, job_id)  # the set reads as incomplete from here...
-        for name in out_names:
-            os.replace(temps[name], finals[name])
-        # ...until the new manifest lands.
-        write_manifest(manifest, {
-            "version": 1, "job_id": job_id, "source": str(info.path), **manifest_fields,
-            "sample_rate": info.sample_rate, "frames": info.frames, "channels": info.channels,
-            "time_reference": info.time_reference, "model": plan.model, "quality": plan.quality,
-            "stems": {name: finals[name].relative_to(folder).as_posix() for name in out_names},
-            "preview": None, "created": now_iso(),
-        })
-        fsync_dir(folder)
-        published = True
-        _remove_stale(folder, stale, set(finals.values()))
+        # Locked: a preview being recorded into the old set waits, then sees the new one.
+        with folder_lock(folder):
+            stale = _retire_manifest(manifest, job_id)  # the set reads as incomplete from here...
+            for name in out_names:
+                os.replace(temps[name], finals[name])
+            # ...until the new manifest lands.
+            write_manifest(manifest, {
+                "version": 1, "job_id": job_id, "source": str(info.path), **manifest_fields,
+                "sample_rate": info.sample_rate, "frames": info.frames, "channels": info.channels,
+                "time_reference": info.time_reference, "model": plan.model, "quality": plan.quality,
+                "stems": {name: finals[name].relative_to(folder).as_posix() for name in out_names},
+                "preview": None, "created": now_iso(),
+            })
+            fsync_dir(folder)
+            published = True
+            _remove_stale(folder, stale, set(finals.values()))
         return manifest
     except OSError as exc:
         raise OutputError(folder, f"writing stems failed ({exc.strerror or exc})") from None

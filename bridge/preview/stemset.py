@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 import numpy as np
 import soundfile as sf
 
-from bridge.atomic import temp_name_for
+from bridge.atomic import folder_lock, temp_name_for
 from bridge.errors import InputError, OutputError
 from bridge.manifest import MANIFEST_NAME, read_manifest, write_manifest
 from bridge.wavio import BitDepth, WavWriter
@@ -115,16 +115,30 @@ def write_preview(stem_set: StemSet, blocks: Iterable[np.ndarray], *, durable: b
         if durable:
             with open(temp, "rb+") as handle:
                 os.fsync(handle.fileno())
-        old = _keep_old(final) if retire is not None else None
-        os.replace(temp, final)
-        if old is not None:
-            retire(old)
+        # Locked against a set being published here (a render replacing its preview set):
+        # the preview is only put in place if it was mixed from the stems still listed.
+        with folder_lock(stem_set.folder):
+            _check_still_current(stem_set)
+            old = _keep_old(final) if retire is not None else None
+            os.replace(temp, final)
+            if old is not None:
+                retire(old)
+            _record(stem_set, final)
     except OSError as exc:
         raise OutputError(final, f"cannot write preview: {exc.strerror or exc}") from None
     finally:
         temp.unlink(missing_ok=True)
-    _record(stem_set, final)
     return final
+
+
+def _check_still_current(stem_set: StemSet) -> None:
+    try:
+        current = read_manifest(stem_set.manifest_path)
+    except InputError:
+        current = None
+    if current is None or any(current.get(k) != stem_set.manifest.get(k) for k in ("job_id", "created", "stems")):
+        raise InputError(stem_set.manifest_path, "the stems were replaced while the preview rendered "
+                                                 "(a render finished); ask for the preview again")
 
 
 def _keep_old(final: Path) -> Path | None:
