@@ -25,7 +25,8 @@ Runner = Callable[[Job, Progress, threading.Event], Path]
 # progress bar, few enough writes and UDP packets.
 PROGRESS_INTERVAL = 0.25
 # Separation memory stays with the process between jobs (bridge/allocator.py: reusing it
-# saves refaulting ~1.5 GB per segment); after this long with nothing to do it goes back.
+# saves refaulting ~1.5 GB per segment); after each stretch this long without a job, the
+# free part goes back (previews' too).
 IDLE_RELEASE_S = 60.0
 
 
@@ -95,7 +96,6 @@ class Worker:
         return True
 
     def _next(self) -> Job | None:
-        released = False
         with self._cond:
             while not self._stopping:
                 job = self._store.claim_next()
@@ -104,11 +104,9 @@ class Worker:
                     self._cancel = threading.Event()
                     self._cancel_reason = ""
                     return job
-                if released:
-                    self._cond.wait()
-                elif not self._cond.wait(self._idle_release_s):
+                # Every idle period, not only the first: previews render while no job runs.
+                if not self._cond.wait(self._idle_release_s):
                     return_freed_memory()
-                    released = True
             return None
 
     def _loop(self) -> None:
