@@ -56,11 +56,13 @@ _RENAME_PAIRING_HOLD = 0.05
 
 
 def _shorten_rename_pairing_hold() -> None:
+    if not sys.platform.startswith("linux"):  # inotify only; elsewhere its modules may not import
+        return
     for module_name, class_name in (("watchdog.observers.inotify_move_event_grouper", "InotifyMoveEventGrouper"),
                                     ("watchdog.observers.inotify_buffer", "InotifyBuffer")):  # watchdog < 7
         try:
             holder = getattr(importlib.import_module(module_name), class_name)
-        except (ImportError, AttributeError):
+        except Exception:  # another watchdog layout: keep its hold, lose only the speed-up
             continue
         if getattr(holder, "delay", 0) > _RENAME_PAIRING_HOLD:
             holder.delay = _RENAME_PAIRING_HOLD
