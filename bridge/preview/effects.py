@@ -107,6 +107,18 @@ def canonical_name(name: str, where: str) -> str:
     return entry.cls.__name__
 
 
+def parse_number(value: Value, where: str, shown: object = None) -> float:
+    """A finite number from a key=value string or a TOML value (booleans are not numbers);
+    ConfigError naming `where` and the value as given (`shown`) otherwise."""
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise ConfigError(f"{where}: expected a number, got {(value if shown is None else shown)!r}")
+    return number
+
+
 def _coerce(value: Value, kind: str, where: str) -> object:
     """Turn a key=value string (or a typed TOML value) into what the constructor accepts."""
     text = str(value).strip()
@@ -119,12 +131,7 @@ def _coerce(value: Value, kind: str, where: str) -> object:
             return text.lower() in _TRUE
         raise ConfigError(f"{where}: expected a boolean (1/0, true/false), got {text!r}")
     if kind in ("float", "int"):
-        try:
-            number = float(value) if not isinstance(value, bool) else math.nan
-        except ValueError:
-            number = math.nan
-        if not math.isfinite(number):
-            raise ConfigError(f"{where}: expected a number, got {text!r}")
+        number = parse_number(value, where, shown=text)
         return int(number) if kind == "int" else number
     enum_type = _enum_type(kind)
     if enum_type is not None:

@@ -14,14 +14,13 @@ Keys are `TARGET.FIELD`, TARGET a stem name (`vocals`, `drums`, ...) or `master`
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field, replace
 from typing import Iterable
 
 from bridge.errors import ConfigError
-from bridge.preview.effects import (PLUGIN_SUFFIXES, EffectSpec, Value, make_effect_spec,
-                                    make_plugin_spec)
+from bridge.preview.effects import (PLUGIN_SUFFIXES, EffectSpec, Value, make_effect_spec, make_plugin_spec,
+                                    parse_number)
 
 MASTER = "master"
 TRACK_FIELDS = ("gain_db", "mute", "solo", "pan", "fx")
@@ -105,7 +104,7 @@ def _set(track: TrackSpec, name: str, value: Value | list, where: str) -> TrackS
         raise ConfigError(f"{where}: expected a single value, got a list")
     if name in ("mute", "solo"):
         return replace(track, **{name: _bool(value, where)})
-    number = _number(value, where)
+    number = parse_number(value, where)
     if name == "gain_db" and not GAIN_RANGE_DB[0] <= number <= GAIN_RANGE_DB[1]:
         raise ConfigError(f"{where}: gain {number:g} dB is outside {GAIN_RANGE_DB[0]:g}..{GAIN_RANGE_DB[1]:g}")
     if name == "pan" and not -1.0 <= number <= 1.0:
@@ -120,16 +119,6 @@ def _bool(value: Value, where: str) -> bool:
     if flag is None:
         raise ConfigError(f"{where}: expected 1/0, true/false, yes/no or on/off, got {value!r}")
     return flag
-
-
-def _number(value: Value, where: str) -> float:
-    try:
-        number = float(value) if not isinstance(value, bool) else math.nan
-    except ValueError:
-        number = math.nan
-    if not math.isfinite(number):
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
-    return number
 
 
 def parse_chain(value: Value | list, where: str) -> tuple[EffectSpec, ...]:
