@@ -58,7 +58,7 @@ sys.path.insert(0, str(ROOT))
 from demucs.apply import apply_model  # noqa: E402
 
 from bridge import allocator  # noqa: E402
-from bridge.lowprecision import has_weight_copy_path, reduced_precision_copy  # noqa: E402
+from bridge.lowprecision import modules_that_run  # noqa: E402
 from bridge.modelfactory import make_model_repo  # noqa: E402
 from bridge.pipeline import EngineSettings, SeparationRequest, Separator  # noqa: E402
 
@@ -107,9 +107,7 @@ class CallCounter:
 
     def __init__(self, models: list[torch.nn.Module]) -> None:
         self.calls = 0
-        runners = [r for m in models for r in
-                   ([m, reduced_precision_copy(m, torch.bfloat16)] if has_weight_copy_path(m) else [m])]
-        self._handles = [m.register_forward_hook(self._hook) for m in runners]
+        self._handles = [m.register_forward_hook(self._hook) for model in models for m in modules_that_run(model)]
 
     def _hook(self, *_: object) -> None:
         self.calls += 1

@@ -1,9 +1,10 @@
 """The daemon's lifecycle, in one place: what starts in which order, and the reverse on stop.
 
 Start: check config → folders → single-instance lock → log file → job store (crash recovery)
-→ OSC server → watcher (plus the bounces made while no daemon ran) → worker → "serving on HOST:PORT". Stop: the reverse. Nothing that
-can fail at start-up (busy port, unwritable folder) is left half-started: every started part
-is registered on an ExitStack right after it starts.
+→ OSC server → watcher (plus the bounces made while no daemon ran) → worker → "serving on
+HOST:PORT". Stop: the reverse. Nothing that can fail at start-up (busy port, unwritable
+folder) is left half-started: every started part is registered on an ExitStack right after
+it starts.
 
 Signals: the first SIGINT/SIGTERM drains (the running job finishes within
 `daemon.drain_timeout`, else it is re-queued for the next start) and the process exits 0; a
@@ -35,6 +36,7 @@ from bridge.jobs.store import JobStore
 
 if TYPE_CHECKING:
     from bridge.preview import PreviewRenderer
+    from bridge.watcher import FolderWatcher
 
 log = logging.getLogger("bridge.daemon")
 
@@ -217,7 +219,7 @@ class Daemon:
         return int(server.port)
 
     def _start_watcher(self, stack: contextlib.ExitStack, store: JobStore) -> None:
-        from bridge.catchup import missed_bounces, previous_start, record_start
+        from bridge.catchup import record_start
         from bridge.watcher import FolderWatcher
 
         config = self.config
@@ -230,16 +232,22 @@ class Daemon:
         stack.callback(watcher.stop)
         # Watching already: a bounce landing during the scan is seen by one or the other (both
         # is harmless: the watcher reports each write once).
+        self._catch_up(watcher, store, ignore)
+        record_start(config.paths_state_dir, started)
+
+    def _catch_up(self, watcher: "FolderWatcher", store: JobStore, ignore: list[Path]) -> None:
+        """Hand the watcher the bounces made since the previous start that no job read."""
+        from bridge.catchup import missed_bounces, previous_start
+
+        config = self.config
         since = previous_start(config.paths_state_dir)
         if since is None:
             log.info("first start: files already in the watched folders are left alone")
-        else:
-            missed = list(missed_bounces(list(config.paths_watch), ignore, since, store.last_queued_by_source()))
-            log.info("%d bounce(s) made while stembridge was not running%s", len(missed),
-                     ": " + ", ".join(p.name for p in missed[:5]) + (" ..." if len(missed) > 5 else "")
-                     if missed else "")
-            watcher.consider(missed)
-        record_start(config.paths_state_dir, started)
+            return
+        missed = list(missed_bounces(list(config.paths_watch), ignore, since, store.last_queued_by_source()))
+        names = ", ".join(p.name for p in missed[:5]) + (" ..." if len(missed) > 5 else "")
+        log.info("%d bounce(s) made while stembridge was not running%s", len(missed), f": {names}" if missed else "")
+        watcher.consider(missed)
 
     def _on_bounce(self, path: Path) -> None:
         assert self.service is not None

@@ -52,6 +52,12 @@ def reduced_precision_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.
         return per_dtype[dtype]
 
 
+def modules_that_run(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """`model` and, where bf16 jobs on CPU run one in its place, its bf16 copy (made now, so
+    the engine reuses it): what a hook must watch to see every call of `model`."""
+    return [model, reduced_precision_copy(model, torch.bfloat16)] if has_weight_copy_path(model) else [model]
+
+
 def _convert(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     converted = copy.deepcopy(model).to(dtype).eval()
     cast = _cast_inputs_hook(dtype)

@@ -14,7 +14,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from bridge.lowprecision import has_weight_copy_path, reduced_precision_copy
+from bridge.lowprecision import modules_that_run
 
 
 def read(path: Path) -> tuple[np.ndarray, int]:
@@ -41,10 +41,8 @@ def model_calls(*models: torch.nn.Module) -> Iterator[list[int]]:
     calls of the bf16 weight copies that bf16 jobs on CPU run in their place (made here, ahead
     of the engine, which then reuses them)."""
     calls: list[int] = []
-    runners = [m for model in models for m in
-               ([model, reduced_precision_copy(model, torch.bfloat16)] if has_weight_copy_path(model)
-                else [model])]
-    handles = [m.register_forward_hook(lambda *_: calls.append(1)) for m in runners]
+    handles = [m.register_forward_hook(lambda *_: calls.append(1))
+               for model in models for m in modules_that_run(model)]
     try:
         yield calls
     finally:
