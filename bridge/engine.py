@@ -94,6 +94,13 @@ def max_segment(model: torch.nn.Module) -> float:
     return float(limit)
 
 
+def shorter_segments_save_memory(model: torch.nn.Module) -> bool:
+    """False where a shorter segment costs the same memory: HTDemucs (v4) pads every call to
+    its training length (`use_train_segment`), so halving the segment only doubles the calls."""
+    members = getattr(model, "models", [model])
+    return not any(getattr(member, "use_train_segment", False) for member in members)
+
+
 def effective_segment(model: torch.nn.Module, requested: float | None) -> float:
     limit = max_segment(model)
     if requested is None:

@@ -22,7 +22,7 @@ from bridge.audio import AudioInfo, ExactLength, Resampler, probe, read_blocks, 
 from bridge.cache import CacheCorrupt, StemCache, cache_key
 from bridge.dawproject import write_dawproject
 from bridge.device import is_out_of_memory, resolve_device
-from bridge.engine import Normalisation, SeparationParams, StreamSeparator
+from bridge.engine import Normalisation, SeparationParams, StreamSeparator, shorter_segments_save_memory
 from bridge.errors import Cancelled, ConfigError
 from bridge.fingerprint import HashMemo, audio_hash, normalisation, sounding_intervals
 from bridge.models import LoadedModel, load_model
@@ -238,7 +238,8 @@ class Separator:
         if not isinstance(exc, RuntimeError) and not is_out_of_memory(exc):
             return None
         segment = plan.params.segment or _model_segment(loaded)
-        if is_out_of_memory(exc) and segment / 2 >= MIN_SEGMENT:
+        if (is_out_of_memory(exc) and shorter_segments_save_memory(loaded.model)
+                and segment / 2 >= MIN_SEGMENT):
             log.warning("out of memory on %s with %.1f s segments; retrying with %.1f s", plan.device,
                         segment, segment / 2)
             _free_accelerator(plan.device)
