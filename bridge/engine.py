@@ -114,13 +114,18 @@ def effective_segment(model: torch.nn.Module, requested: float | None) -> float:
 class _OverlapAddPass:
     """One model over the whole stream with one shift: segments at `offset = k * stride` of
     the virtual input `[pad] * delay + x`, weighted by a triangle and normalised by the
-    summed weights, exactly as apply_model's split mode does it."""
+    summed weights, exactly as apply_model's split mode does it.
 
-    def __init__(self, run_model: Callable[[np.ndarray], np.ndarray], sources: int, length: int,
-                 segment_length: int, stride: int, delay: int, silent_input: float | None,
+    The input buffer is numpy on the host; the weighted sums live on the model's device as
+    (sources, channels, samples), the layout the model returns, so on a GPU each segment's
+    output is summed where it was computed and only finished samples cross to the host."""
+
+    def __init__(self, run_model: Callable[[np.ndarray], torch.Tensor], device: torch.device, sources: int,
+                 length: int, segment_length: int, stride: int, delay: int, silent_input: float | None,
                  spacing: str = "grid", active: list[Interval] | None = None) -> None:
         self.run_model = run_model
         self.sources = sources
+        self.device = device
         self.length = length + delay            # virtual length
         self.segment_length = segment_length
         self.stride = stride
@@ -130,7 +135,7 @@ class _OverlapAddPass:
         self.silent_input = None if silent_input is None else np.float32(silent_input)
         half = segment_length // 2
         ramp = np.concatenate([np.arange(1, half + 1), np.arange(segment_length - half, 0, -1)])
-        self.weight = (ramp / ramp.max()).astype(np.float32)
+        self.weight = torch.from_numpy((ramp / ramp.max()).astype(np.float32)).to(device)
         if active is not None:
             active = [(start + delay, end + delay) for start, end in active]
         self.offsets = segment_offsets(self.length, segment_length, stride, spacing, active)
@@ -138,13 +143,13 @@ class _OverlapAddPass:
         # Input buffer holds virtual samples [buf_start, buf_start + len(buf)).
         self.buf = np.zeros((delay, 2), dtype=np.float32)
         self.buf_start = 0
-        # Accumulators hold virtual samples [acc_start, acc_start + acc.shape[1]).
-        self.acc = np.zeros((sources, 0, 2), dtype=np.float32)
-        self.wsum = np.zeros(0, dtype=np.float32)
+        # Accumulators hold virtual samples [acc_start, acc_start + acc.shape[-1]).
+        self.acc = torch.zeros((sources, 2, 0), device=device)
+        self.wsum = torch.zeros(0, device=device)
         # 1 where a segment that ran the model contributed: samples covered only by skipped
         # (digitally silent) segments come out as exact zeros, not as the normalised silence
         # value de-normalised again (off by float rounding, so never quite digital silence).
-        self.live = np.zeros(0, dtype=np.float32)
+        self.live = torch.zeros(0, device=device)
         self.acc_start = 0
         self.emitted = 0                        # virtual position up to which output is final
 
@@ -180,41 +185,42 @@ class _OverlapAddPass:
         live = True
         if self.silent_input is not None and np.all(piece == self.silent_input):
             # Stems of digital silence are digital silence: skip the model.
-            out = np.full((self.sources, self.segment_length, 2), self.silent_input, np.float32)
+            out = torch.full((self.sources, 2, self.segment_length), float(self.silent_input), device=self.device)
             live = False
         else:
             if lo - start or end - hi:
                 piece = np.pad(piece, ((lo - start, end - hi), (0, 0)))
             out = self.run_model(piece)
         trim = (self.segment_length - chunk_length) // 2
-        out = out[:, trim: trim + chunk_length]
-        self._accumulate(offset, out, live)
+        self._accumulate(offset, out[:, :, trim: trim + chunk_length], live)
         finished_until = self.offsets[self.next_index] if self.next_index < len(self.offsets) else self.length
         return self._emit(finished_until)
 
-    def _accumulate(self, offset: int, out: np.ndarray, live: bool, weight: float | None = None) -> None:
-        n = out.shape[1]
+    def _accumulate(self, offset: int, out: torch.Tensor, live: bool, weight: float | None = None) -> None:
+        n = out.shape[-1]
         end = offset + n
-        grow = end - (self.acc_start + self.acc.shape[1])
+        grow = end - (self.acc_start + self.acc.shape[-1])
         if grow > 0:
-            self.acc = np.concatenate([self.acc, np.zeros((self.sources, grow, 2), np.float32)], axis=1)
-            self.wsum = np.concatenate([self.wsum, np.zeros(grow, np.float32)])
-            self.live = np.concatenate([self.live, np.zeros(grow, np.float32)])
+            self.acc = torch.cat([self.acc, self.acc.new_zeros((self.sources, 2, grow))], dim=2)
+            self.wsum = torch.cat([self.wsum, self.wsum.new_zeros(grow)])
+            self.live = torch.cat([self.live, self.live.new_zeros(grow)])
         a = offset - self.acc_start
-        w = self.weight[:n] if weight is None else np.full(n, weight, np.float32)
-        self.acc[:, a: a + n] += w[None, :, None] * out
+        w = self.weight[:n] if weight is None else self.weight.new_full((n,), weight)
+        self.acc[:, :, a: a + n] += w * out
         self.wsum[a: a + n] += w
         if live:
             self.live[a: a + n] = 1.0
 
     def _emit(self, until: int) -> np.ndarray:
         n = until - self.acc_start
-        if self.acc.shape[1] < n:  # a stretch no segment covers (skipped silence): no output yet
-            self._accumulate(until - 1, np.zeros((self.sources, 1, 2), np.float32), live=False, weight=0.0)
-        done = np.zeros((self.sources + 1, n, 2), np.float32)
-        np.divide(self.acc[:, :n], self.wsum[None, :n, None], out=done[:-1], where=self.wsum[None, :n, None] > 0)
+        if self.acc.shape[-1] < n:  # a stretch no segment covers (skipped silence): no output yet
+            self._accumulate(until - 1, self.acc.new_zeros((self.sources, 2, 1)), live=False, weight=0.0)
+        wsum = self.wsum[:n]
+        done = self.acc.new_empty((self.sources + 1, n, 2))
+        # Samples no segment weighted (skipped silence) come out as zeros, not 0 / 0.
+        done[:-1] = torch.where(wsum > 0, self.acc[:, :, :n] / wsum, 0.0).transpose(1, 2)
         done[-1] = self.live[:n, None]
-        self.acc = self.acc[:, n:]
+        self.acc = self.acc[:, :, n:]
         self.wsum = self.wsum[n:]
         self.live = self.live[n:]
         self.acc_start = until
@@ -227,7 +233,7 @@ class _OverlapAddPass:
             self.buf_start = keep_from
         drop = max(0, self.delay - self.emitted)
         self.emitted = until
-        return done[:, drop:] if drop else done
+        return (done[:, drop:] if drop else done).cpu().numpy()
 
 
 class StreamSeparator:
@@ -251,7 +257,7 @@ class StreamSeparator:
         self.segment = effective_segment(bag, params.segment)
         self.samplerate = int(bag.samplerate)
 
-    def _run_model(self, model: torch.nn.Module) -> Callable[[np.ndarray], np.ndarray]:
+    def _run_model(self, model: torch.nn.Module) -> Callable[[np.ndarray], torch.Tensor]:
         autocast = self._autocast()
         if (self.params.precision == "bf16" and self.device.type == "cpu"
                 and has_weight_copy_path(model)):
@@ -260,12 +266,15 @@ class StreamSeparator:
             model = reduced_precision_copy(model, torch.bfloat16)
             autocast = contextlib.nullcontext
 
-        def run(piece: np.ndarray) -> np.ndarray:
+        every_source = self.wanted_index == list(range(len(self.sources)))
+
+        def run(piece: np.ndarray) -> torch.Tensor:
             x = torch.from_numpy(np.ascontiguousarray(piece.T))[None].to(self.device)
             with torch.inference_mode(), autocast():
                 y = model(x)
-            y = y[0, self.wanted_index].float().cpu().numpy()  # (S, C, T)
-            return np.ascontiguousarray(y.transpose(0, 2, 1))
+            # (S, C, T), left on the model's device; inference tensors are read-only, which
+            # is all the overlap-add does with them.
+            return (y[0] if every_source else y[0, self.wanted_index]).float()
 
         return run
 
@@ -297,8 +306,8 @@ class StreamSeparator:
             shift_delays = ([max_shift - rng.randint(0, max_shift) for _ in range(self.params.shifts)]
                             if self.params.shifts else [0])
             for delay in shift_delays:
-                passes.append((_OverlapAddPass(runner, len(self.wanted_index), frames, segment_length,
-                                               stride, delay, silent, self.params.spacing, active),
+                passes.append((_OverlapAddPass(runner, self.device, len(self.wanted_index), frames,
+                                               segment_length, stride, delay, silent, self.params.spacing, active),
                                weights, member_index))
         total = sum(p.total_segments for p, _, _ in passes)
         shifts = len(passes) // max(len(self.members), 1)
