@@ -50,12 +50,12 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """`auto` picks bf16 on CPUs with native bf16 and on CUDA, fp32 elsewhere (MPS, older CPUs,
-    where emulated reduced precision is slower than fp32)."""
+    """`auto` picks bf16 on CPUs with native bf16, fp32 elsewhere: on MPS and older CPUs
+    emulated reduced precision is slower than fp32, and on CUDA an htdemucs call is bound by
+    its many small kernels, not arithmetic, so autocast's extra casts made it slower (H200:
+    65.7 ms bf16, 65.1 ms fp16, 53.4 ms fp32 per 7.8 s segment; bench/README.md)."""
     if precision != "auto":
         return precision
-    if device == "cuda":
-        return "bf16"
     if device == "cpu" and cpu_has_native_bf16():
         return "bf16"
     return "fp32"

@@ -73,7 +73,9 @@ def test_reduced_precision_only_where_chosen():
     assert PRESETS["preview"].precision == "auto"
     assert resolve_precision("auto", "cpu") == ("bf16" if cpu_has_native_bf16() else "fp32")
     assert resolve_precision("auto", "mps") == "fp32"       # emulated there: slower than fp32
+    assert resolve_precision("auto", "cuda") == "fp32"      # bf16 autocast measured slower there
     assert resolve_precision("fp32", "cuda") == "fp32"
+    assert resolve_precision("bf16", "cuda") == "bf16"
 
 
 def stems(manifest: Path) -> np.ndarray:
