@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 
 from bridge.cli import main
+from bridge.device import resolve_device
 from bridge.wavio import read_time_reference, write_wav
 from conftest import multitone
 from helpers import load_set, read, relative_db
@@ -49,7 +50,7 @@ def test_every_stem_matches_the_source(tmp_path, capsys, model_repo, name, rate,
     assert data["version"] == 1 and data["source"] == str(source.resolve())
     assert (data["sample_rate"], data["frames"], data["channels"]) == (rate, audio.shape[0], channels)
     assert data["time_reference"] == time_reference
-    assert data["model"] == "htdemucs" and data["quality"] == "render" and data["device"] == "cpu"
+    assert data["model"] == "htdemucs" and data["quality"] == "render" and data["device"] == resolve_device("auto")[0]
     assert data["preview"] is None and len(data["source_hash"]) == 64 and data["job_id"]
     assert set(data["stems"]) == {"drums", "bass", "other", "vocals"}
     for stem, file in data["stems"].items():
