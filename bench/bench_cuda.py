@@ -14,6 +14,7 @@ Needs a CUDA GPU. Uses the full-size random-weight models of bench/bench_separat
   preview  StemBridge `preview` vs the fp32 baseline (apply_model, htdemucs, shifts 0,
            overlap 0.25), and preview in bf16 and fp16 autocast: speed and SNR against fp32
            at preview's own overlap.
+  profile  one StemBridge render under cProfile: where the host's time goes.
   drift    how far one CUDA fp32 model call lands from the CPU's, both against CPU fp64, for
            the tiny test model and the full one, with cuDNN's TF32 on (torch's default) and
            off, and with the math attention kernel; then the first layers of the tiny model
@@ -192,6 +193,23 @@ class CudaBench:
                               f"{ratio:.3f}x ({self.seconds / ours:.0f}x vs "
                               f"{self.seconds / med(times[other]):.0f}x realtime)"))
 
+    def profile(self) -> None:
+        """Where a render's time goes outside the GPU: one run under cProfile, top functions."""
+        import cProfile
+        import io
+        import pstats
+
+        clip = write_clip(self.work / "profile.wav", music(self.seconds, seed=4))
+        self.pipeline(clip, quality="render")  # warm
+        profiler = cProfile.Profile()
+        profiler.enable()
+        wall, _ = synced(lambda: self.pipeline(clip, quality="render"))
+        profiler.disable()
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(18)
+        print(f"  profiled render: {wall:.3f} s\n" + text.getvalue()[-4500:], flush=True)
+        self.results["profile"] = {"wall_s": wall, "top": text.getvalue()[-4500:]}
+
     def drift(self) -> None:
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -251,7 +269,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", default="calls,render,preview,drift")
+    parser.add_argument("--only", default="calls,render,preview,drift,profile")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
                         help="cpu: a dry run of this script on a machine without a GPU")
