@@ -16,9 +16,10 @@ Needs a CUDA GPU. Uses the full-size random-weight models of bench/bench_separat
            at preview's own overlap.
   profile  one StemBridge render under cProfile: where the host's time goes.
   drift    how far one CUDA fp32 model call lands from the CPU's, both against CPU fp64, for
-           the tiny test model and the full one, with cuDNN's TF32 on (torch's default) and
-           off, and with the math attention kernel; then the first layers of the tiny model
-           whose outputs part from the CPU's.
+           the tiny test model and the full one, in torch's default fp32 mode, with the
+           legacy TF32 switches off, and with the per-backend fp32 precision at "ieee" (and
+           the time of a call in each); then the first layers of the tiny model whose
+           outputs part from the CPU's.
 Every timed figure is a median over interleaved repeats; compare the ratios, which are
 measured side by side, not absolute times across machines. Not part of the test suite.
 """
@@ -34,7 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -86,6 +87,38 @@ def bare_apply_model(bag: torch.nn.Module, path: Path, shifts: int, overlap: flo
         out = apply_model(bag, ((wav - mean) / (std + 1e-8))[None], shifts=shifts, overlap=overlap, split=True,
                           device=DEVICE, progress=False)
     return (out[0] * (std + 1e-8) + mean).float().cpu().numpy()
+
+
+FP32_MODES = ("default", "allow_tf32 off", "ieee")
+
+
+@contextlib.contextmanager
+def fp32_mode(mode: str) -> Iterator[None]:
+    """torch's defaults; the legacy switches off (cudnn.allow_tf32, matmul.allow_tf32); or
+    the per-backend precision settings newer torch has, at "ieee". Each mode is undone
+    through the same API that set it: torch refuses reads that mix the two."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    if mode == "default":
+        yield
+    elif mode == "allow_tf32 off":
+        saved = (cudnn.allow_tf32, matmul.allow_tf32)
+        cudnn.allow_tf32 = matmul.allow_tf32 = False
+        try:
+            yield
+        finally:
+            cudnn.allow_tf32, matmul.allow_tf32 = saved
+    else:
+        settings = [obj for obj in (getattr(cudnn, "conv", None), getattr(cudnn, "rnn", None), matmul)
+                    if hasattr(obj, "fp32_precision")]
+        saved_precision = [obj.fp32_precision for obj in settings]
+        for obj in settings:
+            obj.fp32_precision = "ieee"
+        print(f"  fp32 mode ieee: {[obj.fp32_precision for obj in settings]} (was {saved_precision})", flush=True)
+        try:
+            yield
+        finally:
+            for obj, value in zip(settings, saved_precision):
+                obj.fp32_precision = value
 
 
 def _snr(reference: torch.Tensor, test: torch.Tensor) -> float:
@@ -211,8 +244,6 @@ class CudaBench:
         self.results["profile"] = {"wall_s": wall, "top": text.getvalue()[-4500:]}
 
     def drift(self) -> None:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
         from bridge.modelfactory import build_htdemucs
 
         audio = music(7.8, seed=3)
@@ -224,18 +255,17 @@ class CudaBench:
             on_gpu = copy.deepcopy(model).to(DEVICE)
             with torch.inference_mode():
                 reference = copy.deepcopy(model).double()(x.double())
-                outputs = {"cpu fp32": model(x)}
-                for tf32 in (True, False):
-                    torch.backends.cudnn.allow_tf32 = tf32
-                    outputs[f"{DEVICE} fp32, cudnn tf32 {'on' if tf32 else 'off'}"] = on_gpu(x.to(DEVICE)).cpu()
-                with sdpa_kernel(SDPBackend.MATH):
-                    outputs[f"{DEVICE} fp32, tf32 off, math attention"] = on_gpu(x.to(DEVICE)).cpu()
-                torch.backends.cudnn.allow_tf32 = True
-            figures[size] = {name: _snr(reference, out) for name, out in outputs.items()}
-            figures[size]["cuda default vs cpu fp32"] = _snr(outputs["cpu fp32"],
-                                                             outputs[f"{DEVICE} fp32, cudnn tf32 on"])
+                cpu = model(x)
+                figures[size] = {"cpu fp32": _snr(reference, cpu)}
+                for mode in FP32_MODES:
+                    with fp32_mode(mode):
+                        out = on_gpu(x.to(DEVICE)).cpu()
+                        seconds = med([synced(lambda: on_gpu(x.to(DEVICE)))[0] for _ in range(5)])
+                    figures[size][f"{DEVICE} {mode}"] = _snr(reference, out)
+                    figures[size][f"{DEVICE} {mode} vs cpu fp32"] = _snr(cpu, out)
+                    figures[size][f"{DEVICE} {mode} ms"] = 1000 * seconds
             self.rows.append((f"drift, {size} model, SNR vs CPU fp64",
-                              "; ".join(f"{name} {value:.1f} dB" for name, value in figures[size].items())))
+                              "; ".join(f"{name} {value:.1f}" for name, value in figures[size].items())))
         self.results["drift"] = figures
         self.results["drift_first_layers"] = first_parting_layers(build_htdemucs("tiny"), x)
         for name, value in self.results["drift_first_layers"][:8]:
