@@ -32,8 +32,9 @@ def assert_complete_sets_only(output: Path, expected_frames: dict[str, int]) -> 
 def test_kill_9_with_jobs_running_and_queued_then_restart_completes_all(daemon_with_sources, make_clip) -> None:
     daemon, peer, sources = daemon_with_sources
     clips = {
-        # Two model segments (7.8 s each, overlapping): the kill lands between them.
-        "long": make_clip("long.wav", seconds=9.0, folder=sources, seed=1),
+        # Ten model segments: the kill lands after the first with nine to go. (With two, a
+        # GPU finished the second before the kill arrived.)
+        "long": make_clip("long.wav", seconds=60.0, folder=sources, seed=1),
         "a": make_clip("a.wav", seconds=1.0, folder=sources, seed=2),
         "b": make_clip("b.wav", seconds=1.0, rate=48000, channels=1, folder=sources, seed=3),
     }
