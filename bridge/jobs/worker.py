@@ -106,7 +106,13 @@ class Worker:
                     return job
                 # Every idle period, not only the first: previews render while no job runs.
                 if not self._cond.wait(self._idle_release_s):
-                    return_freed_memory()
+                    # Outside the lock: a submit or cancel arriving meanwhile need not wait
+                    # for the trim; the loop then looks at the store again.
+                    self._cond.release()
+                    try:
+                        return_freed_memory()
+                    finally:
+                        self._cond.acquire()
             return None
 
     def _loop(self) -> None:
