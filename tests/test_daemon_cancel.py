@@ -69,7 +69,9 @@ def test_sigterm_during_a_long_job_requeues_it_and_exits_0_promptly(daemon_with_
 def test_second_signal_exits_at_once_and_the_job_resumes_at_the_next_start(daemon_with_sources, make_clip) -> None:
     daemon, peer, sources = daemon_with_sources
     daemon.drain_timeout = 60.0  # the first signal alone would wait for the whole job
-    clip = make_clip("long.wav", seconds=9.0, folder=sources, seed=1)  # two model segments
+    # Ten model segments, so the second signal lands mid-job: with two, a fast engine could
+    # finish the job between the first progress report and the second signal.
+    clip = make_clip("long.wav", seconds=60.0, folder=sources, seed=1)
     daemon.start()
     peer.send(daemon.port, "/stembridge/separate", str(clip))
     job_id = peer.receive("/stembridge/queued")[0]
