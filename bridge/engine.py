@@ -14,6 +14,7 @@ Shapes: input blocks are (frames, 2) float32 at the model's rate; output blocks 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import random
 import threading
@@ -24,6 +25,7 @@ from typing import Callable, Iterable, Iterator, Literal
 import numpy as np
 import torch
 
+from bridge import side_by_side
 from bridge.errors import Cancelled
 from bridge.lowprecision import has_weight_copy_path, reduced_precision_copy
 
@@ -111,6 +113,16 @@ def effective_segment(model: torch.nn.Module, requested: float | None) -> float:
     return min(float(requested), limit)
 
 
+@dataclass(frozen=True)
+class _Segment:
+    """One segment taken from a pass: its index and the model's input, (frames, 2), or None
+    where the input is digital silence and the model is skipped."""
+
+    owner: _OverlapAddPass
+    index: int
+    piece: np.ndarray | None
+
+
 class _OverlapAddPass:
     """One model over the whole stream with one shift: segments at `offset = k * stride` of
     the virtual input `[pad] * delay + x`, weighted by a triangle and normalised by the
@@ -163,38 +175,55 @@ class _OverlapAddPass:
     def _available(self) -> int:
         return self.buf_start + self.buf.shape[0]
 
-    def ready(self, input_done: bool) -> bool:
-        if self.next_index >= len(self.offsets):
+    def ready(self, input_done: bool, ahead: int = 0) -> bool:
+        """Whether the input for the segment `ahead` places after the next one has arrived."""
+        index = self.next_index + ahead
+        if index >= len(self.offsets):
             return False
-        offset = self.offsets[self.next_index]
-        needed = min(offset + self.segment_length, self.length)
-        return input_done or self._available() >= needed
+        return input_done or self._available() >= self._input_needed(index)
 
-    def step(self) -> np.ndarray:
-        """Process the next segment; return newly finished output (sources + 1, n, 2), original
-        coordinates (the leading `delay` padding removed). The extra last row is the
-        liveness flag (1.0: the model contributed to that sample)."""
-        offset = self.offsets[self.next_index]
+    def input_missing(self, ahead: int) -> int | None:
+        """How many more input samples the segment `ahead` places after the next one waits
+        for (None: there is no such segment)."""
+        index = self.next_index + ahead
+        if index >= len(self.offsets):
+            return None
+        return max(0, self._input_needed(index) - self._available())
+
+    def _input_needed(self, index: int) -> int:
+        return min(self.offsets[index] + self.segment_length, self.length)
+
+    def take(self) -> _Segment:
+        """The next segment's model input; None as its piece where it is digital silence."""
+        index = self.next_index
         self.next_index += 1
+        offset = self.offsets[index]
         chunk_length = min(self.segment_length, self.length - offset)
         # A short last segment is centred with real audio before it, as TensorChunk.padded does.
         start = offset - (self.segment_length - chunk_length) // 2
         end = start + self.segment_length
         lo, hi = max(start, 0), min(end, self.length)
         piece = self.buf[lo - self.buf_start: hi - self.buf_start]
-        live = True
         if self.silent_input is not None and np.all(piece == self.silent_input):
-            # Stems of digital silence are digital silence: skip the model.
+            return _Segment(self, index, None)  # stems of digital silence are digital silence
+        if lo - start or end - hi:
+            piece = np.pad(piece, ((lo - start, end - hi), (0, 0)))
+        return _Segment(self, index, piece)
+
+    def finish(self, segment: _Segment, out: torch.Tensor | None) -> np.ndarray:
+        """Add the model's output for `segment` (None: it was skipped); return newly finished
+        output (sources + 1, n, 2), original coordinates (the leading `delay` padding
+        removed). The extra last row is the liveness flag (1.0: the model contributed to that
+        sample). Segments must be finished in the order they were taken."""
+        offset = self.offsets[segment.index]
+        chunk_length = min(self.segment_length, self.length - offset)
+        live = out is not None
+        if out is None:
             out = torch.full((self.sources, 2, self.segment_length), float(self.silent_input), device=self.device)
-            live = False
-        else:
-            if lo - start or end - hi:
-                piece = np.pad(piece, ((lo - start, end - hi), (0, 0)))
-            out = self.run_model(piece)
         trim = (self.segment_length - chunk_length) // 2
         self._accumulate(offset, out[:, :, trim: trim + chunk_length], live)
-        finished_until = self.offsets[self.next_index] if self.next_index < len(self.offsets) else self.length
-        return self._emit(finished_until)
+        following = segment.index + 1
+        return self._emit(self.offsets[following] if following < len(self.offsets) else self.length)
 
     def _accumulate(self, offset: int, out: torch.Tensor, live: bool, weight: float | None = None) -> None:
         n = out.shape[-1]
@@ -313,50 +342,82 @@ class StreamSeparator:
         shifts = len(passes) // max(len(self.members), 1)
         weight_total = np.sum([w for _, w in self.members], axis=0)  # per wanted source
         outputs: list[deque[np.ndarray]] = [deque() for _ in passes]
+        owner_index = {id(ola): index for index, (ola, _, _) in enumerate(passes)}
         done_segments = 0
         input_done = False
         iterator = iter(blocks)
         scale, offset = np.float32(norm.std), np.float32(norm.mean)
         emitted = 0
-        while emitted < frames:
-            progressed = False
-            for index, (ola, _, _) in enumerate(passes):
-                while ola.ready(input_done):
+        calls, threads_per_call = side_by_side.plan(self.device)
+        pool = side_by_side.CallPool(calls, threads_per_call) if calls > 1 else contextlib.nullcontext()
+        with pool:
+            while emitted < frames:
+                ready = min(sum(p.shape[1] for p in queue) for queue in outputs)
+                if ready:
+                    mixed = np.zeros((len(self.wanted_index), ready, 2), np.float32)
+                    live = np.zeros(ready, np.float32)
+                    for (ola, weights, _), queue in zip(passes, outputs):
+                        piece = _take(queue, ready)
+                        mixed += weights[:, None, None] * piece[:-1]
+                        np.maximum(live, piece[-1, :, 0], out=live)
+                    mixed *= (1.0 / (shifts * weight_total))[:, None, None].astype(np.float32)
+                    emitted += ready
+                    out = mixed * scale + offset
+                    if not live.all():
+                        out[:, live == 0] = 0.0
+                    yield out
+                    continue
+                batch = _next_batch([ola for ola, _, _ in passes], input_done, calls, segment_length)
+                if batch:
                     if cancel is not None and cancel.is_set():
                         raise Cancelled("separation cancelled")
-                    piece = ola.step()
-                    if piece.shape[1]:
-                        outputs[index].append(piece)
-                    done_segments += 1
-                    progressed = True
-                    if progress is not None:
-                        progress(done_segments / total, "separating")
-            ready = min(sum(p.shape[1] for p in queue) for queue in outputs)
-            if ready:
-                mixed = np.zeros((len(self.wanted_index), ready, 2), np.float32)
-                live = np.zeros(ready, np.float32)
-                for (ola, weights, _), queue in zip(passes, outputs):
-                    piece = _take(queue, ready)
-                    mixed += weights[:, None, None] * piece[:-1]
-                    np.maximum(live, piece[-1, :, 0], out=live)
-                mixed *= (1.0 / (shifts * weight_total))[:, None, None].astype(np.float32)
-                emitted += ready
-                out = mixed * scale + offset
-                if not live.all():
-                    out[:, live == 0] = 0.0
-                yield out
-                continue
-            if progressed:
-                continue
-            if input_done:
-                raise RuntimeError("separation stalled before the end of the input")
-            block = next(iterator, None)
-            if block is None:
-                input_done = True
-                continue
-            normalised = (block - offset) / scale
-            for ola, _, _ in passes:
-                ola.feed(normalised)
+                    segments = [ola.take() for ola in batch]
+                    for segment, result in zip(segments, self._run_segments(segments, pool)):
+                        piece = segment.owner.finish(segment, result)
+                        if piece.shape[1]:
+                            outputs[owner_index[id(segment.owner)]].append(piece)
+                        done_segments += 1
+                        if progress is not None:
+                            progress(done_segments / total, "separating")
+                    continue
+                if input_done:
+                    raise RuntimeError("separation stalled before the end of the input")
+                block = next(iterator, None)
+                if block is None:
+                    input_done = True
+                    continue
+                normalised = (block - offset) / scale
+                for ola, _, _ in passes:
+                    ola.feed(normalised)
+
+    @staticmethod
+    def _run_segments(segments: list[_Segment], pool: object) -> list[torch.Tensor | None]:
+        """The model's output for each segment (None where it is skipped): side by side in
+        `pool` where two or more need the model, in this thread otherwise."""
+        work = [segment for segment in segments if segment.piece is not None]
+        if len(work) > 1 and isinstance(pool, side_by_side.CallPool):
+            outputs = iter(pool.run([functools.partial(segment.owner.run_model, segment.piece) for segment in work]))
+        else:
+            outputs = iter([segment.owner.run_model(segment.piece) for segment in work])
+        return [None if segment.piece is None else next(outputs) for segment in segments]
+
+
+def _next_batch(passes: list[_OverlapAddPass], input_done: bool, calls: int,
+                segment_length: int) -> list[_OverlapAddPass]:
+    """The passes whose next segments to run now, one entry per segment, in order: up to
+    `calls` segments whose input has arrived. An empty list asks for more input: a lone
+    ready segment waits for a second when at most one more segment of input completes the
+    pair (a pair runs faster than two calls in turn); one further off, past a long stretch of
+    skipped silence, is not waited for, so the input buffer stays short."""
+    batch: list[_OverlapAddPass] = []
+    for ola in passes:
+        while len(batch) < calls and ola.ready(input_done, batch.count(ola)):
+            batch.append(ola)
+    if 0 < len(batch) < calls and not input_done:
+        waiting = (ola.input_missing(batch.count(ola)) for ola in passes)
+        if any(missing is not None and missing <= segment_length for missing in waiting):
+            return []
+    return batch
 
 
 def _take(queue: deque[np.ndarray], n: int) -> np.ndarray:

@@ -170,19 +170,21 @@ class Separator:
         return self._models[name]
 
     def warm_up(self, quality: str = "render", model: str | None = None) -> None:
-        """Load the model and push one segment of quiet noise through it at the quality's
+        """Load the model and push two segments of quiet noise through it at the quality's
         settings: the first real job then finds the compute kernels prepared (about a third
-        faster on the CPU) instead of preparing them on the user's time."""
+        faster on the CPU) instead of preparing them on the user's time. Two, because on the
+        CPU two segments run side by side on a core each (bridge/side_by_side.py), and kernels
+        prepared that way serve a lone segment on every core as well, not the other way round."""
         preset = preset_for(quality)
         loaded = self.model(model or preset.model)
         params = SeparationParams(shifts=0, overlap=preset.overlap, precision=resolve_precision(
-            preset.precision, self.device), skip_silence=False, spacing="even")  # one segment
+            preset.precision, self.device), skip_silence=False, spacing="even")
         # The bag's models share their shapes, so one call prepares them all: ask only for
         # the sources of its first model.
         bag = loaded.model
         first = [name for name, weight in zip(bag.sources, bag.weights[0]) if weight] or list(bag.sources)
         engine = StreamSeparator(bag, self.device, params, wanted_sources=first)
-        frames = int(engine.samplerate * engine.segment)
+        frames = int(engine.samplerate * engine.segment * 1.5)  # two segments at overlaps up to 0.5
         noise = (np.random.default_rng(0).standard_normal((frames, 2)) * 1e-3).astype(np.float32)
         with self._lock:
             for _ in engine.separate([noise], frames, Normalisation(0.0, 1e-3)):

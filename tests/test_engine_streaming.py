@@ -112,14 +112,16 @@ def test_bag_member_pruning_runs_only_models_for_wanted_sources(model_repo):
 
 
 def test_even_spacing_with_skipped_silence_is_block_size_independent(bag):
-    """Segments placed only where there is sound, streamed in small blocks, give exactly what
-    one whole-file block gives (a gap of silence must not shift later input)."""
+    """Segments placed only where there is sound, streamed in small blocks, give what one
+    whole-file block gives (a gap of silence must not shift later input). Equal to float
+    rounding, not bit for bit: with the whole file at hand the engine runs segments in pairs
+    on a core each, in small blocks it runs the lone segment before the gap on both cores."""
     x = noise(45.0, seed=7)
     x[44100 * 5: 44100 * 36] = 0.0
     active = [(0, 44100 * 5 + 2205), (44100 * 36 - 2205, len(x))]
     params = SeparationParams(shifts=0, overlap=0.05, spacing="even")
     whole = stream(bag, x, params, block=len(x), active=active)
     chunked = stream(bag, x, params, block=65536, active=active)
-    np.testing.assert_array_equal(chunked, whole)
+    np.testing.assert_allclose(chunked, whole, atol=1e-6)
     assert np.all(whole[:, 44100 * 14: 44100 * 27] == 0.0)
     assert np.any(whole[:, 44100 * 40:] != 0.0)
