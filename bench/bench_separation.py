@@ -15,6 +15,9 @@ Measurements (names for --only):
   cache    cache-hit time of a 3-minute clip (tiny model; a hit never runs the model).
   rss      peak RSS of `stembridge separate` for 5, 30 and 60 minute inputs (tiny model,
            one fresh process each).
+  sidebyside  `preview` and `render` (htdemucs) with segment pairs side by side on a core
+           each (bridge/side_by_side.py) vs every segment alone on both cores
+           (STEMBRIDGE_SIDE_BY_SIDE=0), alternated in one process.
   alloc    model calls in a worker thread (as the daemon makes them), full htdemucs, fp32
            and bf16, in fresh processes with glibc's default allocator vs the tuning every
            `stembridge` process applies (bridge/allocator.py).
@@ -65,7 +68,7 @@ from bridge.pipeline import EngineSettings, SeparationRequest, Separator  # noqa
 RATE = 44100
 SEGMENT_GFLOP = 334.9          # one 7.8 s segment of the released htdemucs (DESIGN.md)
 PEAK_GFLOPS = {"fp32": 166.0, "bf16": 332.0}   # two Zen 4 cores (DESIGN.md)
-ALL = ("preview", "silence", "render", "daemon", "cache", "rss", "alloc")
+ALL = ("preview", "silence", "render", "daemon", "cache", "rss", "alloc", "sidebyside")
 MODELS = ROOT / "bench" / "models"
 RESULTS = ROOT / "bench" / "results"
 
@@ -202,6 +205,20 @@ def warm_up(separator: Separator, quality: str, model: str | None = None) -> Non
     """One untimed segment per precision before timing: the first model call prepares the
     compute kernels, and would otherwise be charged to whichever side runs first."""
     separator.warm_up(quality, model)
+
+
+@contextlib.contextmanager
+def side_by_side_setting(on: bool) -> Iterator[None]:
+    """STEMBRIDGE_SIDE_BY_SIDE for the block: the engine reads it at each separation."""
+    before = os.environ.get("STEMBRIDGE_SIDE_BY_SIDE")
+    os.environ["STEMBRIDGE_SIDE_BY_SIDE"] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["STEMBRIDGE_SIDE_BY_SIDE"]
+        else:
+            os.environ["STEMBRIDGE_SIDE_BY_SIDE"] = before
 
 
 def med(values: list[float]) -> float:
@@ -353,6 +370,33 @@ class Bench:
                                    "speedup_cpu_time": cpu_ratio}
         self.rows.append(("50 % silent clip vs dense clip (preview)",
                           f"{ratio:.2f}x faster wall, {cpu_ratio:.2f}x CPU time", ">= 1.6x"))
+
+    def sidebyside(self) -> None:
+        repo = model_repo("full")
+        clip = write_clip(self.work / "sidebyside.wav", music(self.seconds, seed=6))
+        separator = Separator(EngineSettings(device="cpu", model_repo=repo, use_cache=False))
+        warm_up(separator, "preview")
+        warm_up(separator, "render", "htdemucs")
+        for quality in ("preview", "render"):
+            times: dict[str, list[float]] = {"paired": [], "alone": []}
+            cpus: dict[str, list[float]] = {"paired": [], "alone": []}
+            for rep in range(self.repeats):
+                order = ("paired", "alone") if rep % 2 == 0 else ("alone", "paired")
+                for who in order:
+                    with side_by_side_setting(who == "paired"):
+                        wall, cpu, _ = timed(lambda: self.pipeline(separator, clip, quality=quality,
+                                                                   model="htdemucs"))
+                    times[who].append(wall)
+                    cpus[who].append(cpu)
+                    print(f"  sidebyside {quality} rep {rep + 1} {who}: {wall:.1f} s wall, {cpu:.1f} s cpu",
+                          flush=True)
+            ratio = med(times["alone"]) / med(times["paired"])
+            pairs = [a / p for a, p in zip(times["alone"], times["paired"])]
+            self.results.setdefault("sidebyside", {})[quality] = {
+                "clip_seconds": self.seconds, "times_s": times, "cpu_s": cpus, "speedup": ratio,
+                "speedup_per_pair": pairs}
+            self.rows.append((f"{quality}: segment pairs side by side vs alone",
+                              f"{ratio:.3f}x faster (pairs {', '.join(f'{p:.3f}' for p in pairs)})", "-"))
 
     def cache(self) -> None:
         repo = model_repo("tiny")
