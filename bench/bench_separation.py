@@ -18,6 +18,9 @@ Measurements (names for --only):
   sidebyside  `preview` and `render` (htdemucs) with segment pairs side by side on a core
            each (bridge/side_by_side.py) vs every segment alone on both cores
            (STEMBRIDGE_SIDE_BY_SIDE=0), alternated in one process.
+  split    seconds per model call (full htdemucs, fp32 and the CPU's `auto` precision) for each
+           way of splitting the CPU's threads into calls side by side (1 x all, 2 x half,
+           4 x a quarter): checks bridge/side_by_side.py's choice on a machine's core count.
   alloc    model calls in a worker thread (as the daemon makes them), full htdemucs, fp32
            and bf16, in fresh processes with glibc's default allocator vs the tuning every
            `stembridge` process applies (bridge/allocator.py).
@@ -60,15 +63,16 @@ sys.path.insert(0, str(ROOT))
 
 from demucs.apply import apply_model  # noqa: E402
 
-from bridge import allocator  # noqa: E402
-from bridge.lowprecision import modules_that_run  # noqa: E402
+from bridge import allocator, side_by_side  # noqa: E402
+from bridge.lowprecision import modules_that_run, reduced_precision_copy  # noqa: E402
 from bridge.modelfactory import make_model_repo  # noqa: E402
 from bridge.pipeline import EngineSettings, SeparationRequest, Separator  # noqa: E402
+from bridge.presets import resolve_precision  # noqa: E402
 
 RATE = 44100
 SEGMENT_GFLOP = 334.9          # one 7.8 s segment of the released htdemucs (DESIGN.md)
 PEAK_GFLOPS = {"fp32": 166.0, "bf16": 332.0}   # two Zen 4 cores (DESIGN.md)
-ALL = ("preview", "silence", "render", "daemon", "cache", "rss", "alloc", "sidebyside")
+ALL = ("preview", "silence", "render", "daemon", "cache", "rss", "alloc", "sidebyside", "split")
 MODELS = ROOT / "bench" / "models"
 RESULTS = ROOT / "bench" / "results"
 
@@ -384,8 +388,8 @@ class Bench:
                 order = ("paired", "alone") if rep % 2 == 0 else ("alone", "paired")
                 for who in order:
                     with side_by_side_setting(who == "paired"):
-                        wall, cpu, _ = timed(lambda: self.pipeline(separator, clip, quality=quality,
-                                                                   model="htdemucs"))
+                        wall, cpu, _ = timed(lambda quality=quality: self.pipeline(
+                            separator, clip, quality=quality, model="htdemucs"))
                     times[who].append(wall)
                     cpus[who].append(cpu)
                     print(f"  sidebyside {quality} rep {rep + 1} {who}: {wall:.1f} s wall, {cpu:.1f} s cpu",
@@ -397,6 +401,43 @@ class Bench:
                 "speedup_per_pair": pairs}
             self.rows.append((f"{quality}: segment pairs side by side vs alone",
                               f"{ratio:.3f}x faster (pairs {', '.join(f'{p:.3f}' for p in pairs)})", "-"))
+
+    def split(self) -> None:
+        repo = model_repo("full")
+        model = Separator(EngineSettings(device="cpu", model_repo=repo)).model("htdemucs").model.models[0].eval()
+        threads = torch.get_num_threads()
+        splits = [(calls, threads // calls) for calls in (1, 2, 4) if threads // calls >= 1]
+        x = torch.from_numpy(music(7.8, seed=7).T.copy())[None]
+        figures: dict[str, dict[str, list[float]]] = {}
+        for precision in sorted({"fp32", resolve_precision("auto", "cpu")}):
+            runner = reduced_precision_copy(model, torch.bfloat16) if precision == "bf16" else model
+
+            def call(runner: torch.nn.Module = runner) -> None:
+                with torch.inference_mode():
+                    runner(x)
+
+            per_call: dict[str, list[float]] = {f"{c}x{t}": [] for c, t in splits}
+            pools = {(c, t): side_by_side.CallPool(c, t) for c, t in splits}
+            with contextlib.ExitStack() as stack:
+                for pool in pools.values():
+                    stack.enter_context(pool)
+                for (calls, _), pool in pools.items():
+                    pool.run([call] * calls)   # untimed: prepares each split's kernels
+                for rep in range(self.repeats):
+                    order = list(pools.items()) if rep % 2 == 0 else list(pools.items())[::-1]
+                    for (calls, each), pool in order:
+                        start = time.perf_counter()
+                        for _ in range(2):
+                            pool.run([call] * calls)
+                        per_call[f"{calls}x{each}"].append((time.perf_counter() - start) / (2 * calls))
+                        print(f"  split {precision} {calls} x {each} threads: "
+                              f"{per_call[f'{calls}x{each}'][-1]:.3f} s per call", flush=True)
+            figures[precision] = per_call
+            best = min(per_call, key=lambda key: med(per_call[key]))
+            self.rows.append((f"seconds per call, {precision}, {threads} threads split as calls x threads",
+                              ", ".join(f"{key}: {med(v):.3f}" for key, v in per_call.items()) + f" (best {best})",
+                              "-"))
+        self.results["split"] = {"threads": threads, "seconds_per_call": figures}
 
     def cache(self) -> None:
         repo = model_repo("tiny")
