@@ -20,7 +20,7 @@ Measurements (names for --only):
            (STEMBRIDGE_SIDE_BY_SIDE=0), alternated in one process.
   split    seconds per model call (full htdemucs, fp32 and the CPU's `auto` precision) for each
            way of splitting the CPU's threads into calls side by side (1 x all, 2 x half,
-           4 x a quarter): checks bridge/side_by_side.py's choice on a machine's core count.
+           4 x a quarter, 8 x an eighth): checks bridge/side_by_side.py's choice on a machine's core count.
   alloc    model calls in a worker thread (as the daemon makes them), full htdemucs, fp32
            and bf16, in fresh processes with glibc's default allocator vs the tuning every
            `stembridge` process applies (bridge/allocator.py).
@@ -406,7 +406,7 @@ class Bench:
         repo = model_repo("full")
         model = Separator(EngineSettings(device="cpu", model_repo=repo)).model("htdemucs").model.models[0].eval()
         threads = torch.get_num_threads()
-        splits = [(calls, threads // calls) for calls in (1, 2, 4) if threads // calls >= 1]
+        splits = [(calls, threads // calls) for calls in (1, 2, 4, 8) if threads // calls >= 1]
         x = torch.from_numpy(music(7.8, seed=7).T.copy())[None]
         figures: dict[str, dict[str, list[float]]] = {}
         for precision in sorted({"fp32", resolve_precision("auto", "cpu")}):

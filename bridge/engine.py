@@ -348,9 +348,11 @@ class StreamSeparator:
         iterator = iter(blocks)
         scale, offset = np.float32(norm.std), np.float32(norm.mean)
         emitted = 0
-        calls, threads_per_call = side_by_side.plan(self.device)
-        pool = side_by_side.CallPool(calls, threads_per_call) if calls > 1 else contextlib.nullcontext()
-        with pool:
+        pools = [side_by_side.CallPool(calls, threads) for calls, threads in side_by_side.plan(self.device)]
+        calls = pools[0].calls if pools else 1
+        with contextlib.ExitStack() as running:
+            for pool in pools:
+                running.enter_context(pool)
             while emitted < frames:
                 ready = min(sum(p.shape[1] for p in queue) for queue in outputs)
                 if ready:
@@ -372,7 +374,7 @@ class StreamSeparator:
                     if cancel is not None and cancel.is_set():
                         raise Cancelled("separation cancelled")
                     segments = [ola.take() for ola in batch]
-                    for segment, result in zip(segments, self._run_segments(segments, pool)):
+                    for segment, result in zip(segments, _run_segments(segments, pools)):
                         piece = segment.owner.finish(segment, result)
                         if piece.shape[1]:
                             outputs[owner_index[id(segment.owner)]].append(piece)
@@ -390,25 +392,32 @@ class StreamSeparator:
                 for ola, _, _ in passes:
                     ola.feed(normalised)
 
-    @staticmethod
-    def _run_segments(segments: list[_Segment], pool: object) -> list[torch.Tensor | None]:
-        """The model's output for each segment (None where it is skipped): side by side in
-        `pool` where two or more need the model, in this thread otherwise."""
-        work = [segment for segment in segments if segment.piece is not None]
-        if len(work) > 1 and isinstance(pool, side_by_side.CallPool):
-            outputs = iter(pool.run([functools.partial(segment.owner.run_model, segment.piece) for segment in work]))
+
+
+def _run_segments(segments: list[_Segment], pools: list[side_by_side.CallPool]) -> list[torch.Tensor | None]:
+    """The model's output for each segment (None where it is skipped): side by side in the
+    largest pool that the remaining segments fill, a lone one in this thread on every core."""
+    work = [segment for segment in segments if segment.piece is not None]
+    outputs: list[torch.Tensor] = []
+    while len(outputs) < len(work):
+        left = work[len(outputs):]
+        pool = next((pool for pool in pools if pool.calls <= len(left)), None)
+        if pool is None:
+            outputs.append(left[0].owner.run_model(left[0].piece))
         else:
-            outputs = iter([segment.owner.run_model(segment.piece) for segment in work])
-        return [None if segment.piece is None else next(outputs) for segment in segments]
+            outputs.extend(pool.run([functools.partial(segment.owner.run_model, segment.piece)
+                                     for segment in left[:pool.calls]]))
+    found = iter(outputs)
+    return [None if segment.piece is None else next(found) for segment in segments]
 
 
 def _next_batch(passes: list[_OverlapAddPass], input_done: bool, calls: int,
                 segment_length: int) -> list[_OverlapAddPass]:
     """The passes whose next segments to run now, one entry per segment, in order: up to
-    `calls` segments whose input has arrived. An empty list asks for more input: a lone
-    ready segment waits for a second when at most one more segment of input completes the
-    pair (a pair runs faster than two calls in turn); one further off, past a long stretch of
-    skipped silence, is not waited for, so the input buffer stays short."""
+    `calls` segments whose input has arrived. An empty list asks for more input: a batch
+    short of `calls` waits while the next segment lacks at most one segment of input (calls
+    side by side run faster than in turn); one further off, past a long stretch of skipped
+    silence, is not waited for, so the input buffer stays short."""
     batch: list[_OverlapAddPass] = []
     for ola in passes:
         while len(batch) < calls and ola.ready(input_done, batch.count(ola)):

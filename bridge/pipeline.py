@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from bridge import paths
+from bridge import paths, side_by_side
 from bridge.audio import AudioInfo, ExactLength, Resampler, probe, read_blocks, resampled_length, to_stereo
 from bridge.cache import CacheCorrupt, StemCache, cache_key
 from bridge.dawproject import write_dawproject
@@ -170,11 +170,11 @@ class Separator:
         return self._models[name]
 
     def warm_up(self, quality: str = "render", model: str | None = None) -> None:
-        """Load the model and push two segments of quiet noise through it at the quality's
-        settings: the first real job then finds the compute kernels prepared (about a third
-        faster on the CPU) instead of preparing them on the user's time. Two, because on the
-        CPU two segments run side by side on a core each (bridge/side_by_side.py), and kernels
-        prepared that way serve a lone segment on every core as well, not the other way round."""
+        """Load the model and push quiet noise through it at the quality's settings: the first
+        real job then finds the compute kernels prepared (about a third faster on the CPU)
+        instead of preparing them on the user's time. As many segments as the CPU runs side by
+        side (bridge/side_by_side.py): kernels prepared that way serve a lone segment on every
+        core as well, not the other way round."""
         preset = preset_for(quality)
         loaded = self.model(model or preset.model)
         params = SeparationParams(shifts=0, overlap=preset.overlap, precision=resolve_precision(
@@ -184,7 +184,10 @@ class Separator:
         bag = loaded.model
         first = [name for name, weight in zip(bag.sources, bag.weights[0]) if weight] or list(bag.sources)
         engine = StreamSeparator(bag, self.device, params, wanted_sources=first)
-        frames = int(engine.samplerate * engine.segment * 1.5)  # two segments at overlaps up to 0.5
+        calls = max((calls for calls, _ in side_by_side.plan(torch.device(self.device))), default=1)
+        segment_length = int(engine.samplerate * engine.segment)
+        # The fewest evenly spread segments that cover this many frames: exactly `calls`.
+        frames = segment_length + (calls - 1) * int((1 - preset.overlap) * segment_length) - 1
         noise = (np.random.default_rng(0).standard_normal((frames, 2)) * 1e-3).astype(np.float32)
         with self._lock:
             for _ in engine.separate([noise], frames, Normalisation(0.0, 1e-3)):

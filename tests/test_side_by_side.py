@@ -76,12 +76,23 @@ def test_more_tasks_than_threads_is_refused():
 
 def test_plan(monkeypatch):
     threads = torch.get_num_threads()
-    assert side_by_side.plan(torch.device("cuda")) == (1, threads)
-    assert side_by_side.plan(torch.device("mps")) == (1, threads)
-    expected = (2, threads // 2) if threads >= 2 else (1, threads)
-    assert side_by_side.plan(torch.device("cpu")) == expected
-    monkeypatch.setenv(side_by_side.OPT_OUT, "0")
-    assert side_by_side.plan(torch.device("cpu")) == (1, threads)
+    assert side_by_side.plan(torch.device("cuda")) == []
+    assert side_by_side.plan(torch.device("mps")) == []
+    splits = side_by_side.plan(torch.device("cpu"))
+    if threads < 2:
+        assert splits == []
+    else:
+        # Most calls first, each on its share of the threads; pairs for when fewer are ready.
+        assert splits[-1] == (2, threads // 2)
+        assert splits[0] == (min(side_by_side.MAX_CALLS, threads) if threads >= 4 else 2,
+                             threads // (4 if threads >= 4 else 2))
+    torch.set_num_threads(2)
+    try:
+        assert side_by_side.plan(torch.device("cpu")) == [(2, 1)]   # two cores: a call on each
+        monkeypatch.setenv(side_by_side.OPT_OUT, "0")
+        assert side_by_side.plan(torch.device("cpu")) == []
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.skipif(torch.get_num_threads() < 2, reason="side by side needs two CPU threads")
@@ -101,11 +112,38 @@ def test_engine_runs_segment_pairs_side_by_side_with_the_same_result(model_repo,
             hook.remove()
         return out, threads
 
+    most_calls = max(calls for calls, _ in side_by_side.plan(torch.device("cpu")))
     paired, paired_threads = separate()
     monkeypatch.setenv(side_by_side.OPT_OUT, "0")
     alone, alone_threads = separate()
-    # 20 s in 7.8 s segments every 5.85 s: four segments, two pairs.
-    assert sorted(paired_threads) == ["stembridge-call-0", "stembridge-call-0",
-                                      "stembridge-call-1", "stembridge-call-1"]
+    # 20 s in 7.8 s segments every 5.85 s: four segments, all run side by side (two pairs on
+    # two cores, one batch of four on four or more).
+    assert len(paired_threads) == 4
+    assert all(name.startswith("stembridge-call-") for name in paired_threads)
+    assert len(set(paired_threads)) == min(4, most_calls)
     assert alone_threads == [threading.current_thread().name] * 4
     np.testing.assert_allclose(paired, alone, atol=1e-6)
+
+
+def test_a_short_batch_runs_in_the_pool_it_fills_and_the_rest_alone(model_repo):
+    """With four threads the CPU runs four calls at once, or two; three ready segments run
+    as a pair side by side and the third alone on every thread, in this thread."""
+    bag = load_model("htdemucs", model_repo).model
+    x = (np.random.default_rng(5).standard_normal((44100 * 12, 2)) * 0.1).astype(np.float32)
+    params = SeparationParams(shifts=0, overlap=0.25, skip_silence=False)
+    threads_before = torch.get_num_threads()
+    names: list[str] = []
+    hook = bag.models[0].register_forward_hook(lambda *_: names.append(threading.current_thread().name))
+    torch.set_num_threads(4)
+    try:
+        assert side_by_side.plan(torch.device("cpu")) == [(4, 1), (2, 2)]
+        got = np.concatenate(list(StreamSeparator(bag, "cpu", params).separate([x], len(x), Normalisation(0.0, 1.0))),
+                             axis=1)
+    finally:
+        torch.set_num_threads(threads_before)
+        hook.remove()
+    # 12 s in 7.8 s segments every 5.85 s: three segments.
+    assert sorted(names) == sorted(["stembridge-call-0", "stembridge-call-1", threading.current_thread().name])
+    default = np.concatenate(list(StreamSeparator(bag, "cpu", params).separate([x], len(x), Normalisation(0.0, 1.0))),
+                           axis=1)
+    np.testing.assert_allclose(got, default, atol=1e-6)
