@@ -3,7 +3,7 @@
 # chosen by STEPS (default: all):
 #   tests  the CUDA and device tests
 #   bench  the CUDA benchmark (BENCH_SECONDS of audio, BENCH_ONLY measurements)
-#   cpu    the machine's CPU: how to split its threads into calls side by side, and segment
+#   cpu    the machine's CPU (CPU_ONLY measurements): how to split its threads into calls side by side, and segment
 #          pairs side by side vs alone (bench_separation.py split,sidebyside)
 #   suite  the whole suite with `auto` choosing the GPU
 # Logs go to $OUT. The machine has torch but not the rest: the command carries .whl.
@@ -31,7 +31,7 @@ if step bench; then
 fi
 if step cpu; then
     echo "== CPU: thread splits and segment pairs"
-    timeout "${CPU_TIMEOUT:-200}" python3 bench/bench_separation.py --only split,sidebyside --repeats 2 \
+    timeout "${CPU_TIMEOUT:-200}" python3 bench/bench_separation.py --only "${CPU_ONLY:-split,sidebyside}" --repeats 2 \
         2>&1 | tee "$OUT/bench-cpu.log" | grep -vE "^  " | tail -12
     cp bench/results/*.json "$OUT/" 2>/dev/null
 fi
