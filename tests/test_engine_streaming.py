@@ -11,6 +11,7 @@ import pytest
 import torch
 from demucs.apply import apply_model
 
+from bridge import side_by_side
 from bridge.engine import Normalisation, SeparationParams, StreamSeparator, effective_segment
 from bridge.errors import Cancelled
 from bridge.models import load_model
@@ -78,6 +79,8 @@ def test_silent_segments_skip_the_model(bag):
 
 
 def test_cancel_stops_between_segments(bag):
+    """Cancellation takes effect before the next model call. Segments that ran side by side
+    with the one that saw it (bridge/side_by_side.py) have been computed: they still count."""
     x = noise(30.0, seed=5)
     cancel = threading.Event()
     seen = []
@@ -89,7 +92,8 @@ def test_cancel_stops_between_segments(bag):
 
     with pytest.raises(Cancelled):
         stream(bag, x, SeparationParams(shifts=0, overlap=0.25), 44100, progress=progress, cancel=cancel)
-    assert len(seen) == 2
+    side_by_side_calls = max((calls for calls, _ in side_by_side.plan(torch.device("cpu"))), default=1)
+    assert len(seen) == max(2, side_by_side_calls)   # of 6 segments
 
 
 def test_segment_is_clamped_to_the_models_maximum(bag):
