@@ -1,11 +1,13 @@
-"""Streaming separation: Demucs' overlap-add, one segment at a time.
+"""Streaming separation: Demucs' overlap-add, a few segments at a time.
 
 `demucs.apply.apply_model` holds the whole track, its four stems and a weight vector in
 memory (about 120 MiB more per audio minute). This module computes the same thing — the
 same segments, the same triangular cross-fade weights, the same random-shift passes, the
 same per-source weights for bags of models — but reads its input as a stream and emits
-finished output as soon as no later segment can touch it. Memory stays flat in the input
-length, progress is per segment and cancellation takes effect between segments.
+finished output as soon as no later segment can touch it. On the CPU, segments whose input
+has arrived run side by side, each on its share of the cores (bridge/side_by_side.py); their
+outputs are summed in segment order, as one at a time would. Memory stays flat in the input
+length, progress is per segment, and cancellation takes effect before the next model call.
 
 Shapes: input blocks are (frames, 2) float32 at the model's rate; output blocks are
 (sources, frames, 2) float32, normalised back to the input's scale.
@@ -391,7 +393,6 @@ class StreamSeparator:
                 normalised = (block - offset) / scale
                 for ola, _, _ in passes:
                     ola.feed(normalised)
-
 
 
 def _run_segments(segments: list[_Segment], pools: list[side_by_side.CallPool]) -> list[torch.Tensor | None]:
