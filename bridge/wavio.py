@@ -4,6 +4,12 @@ libsndfile (and so soundfile) cannot write a `bext` chunk, and a read+write thro
 the one a source had. DAWs spot stems to their original position from that chunk's
 TimeReference, so StemBridge writes its WAV files itself: RIFF header, `fmt `, `bext` before
 `data` (where every DAW looks for it), sample data streamed in blocks, sizes patched on close.
+
+A RIFF file holds at most 4 GiB (a 32-bit size): three hours of 48 kHz stereo in 32-bit float
+already exceed it. The header reserves room for a `ds64` chunk as a `JUNK` chunk, which
+readers skip (EBU Tech 3306, as broadcast recorders do). A file that ends up larger becomes
+RF64 on close: `RIFF` turns into `RF64`, `JUNK` into `ds64` with the 64-bit sizes, and the
+32-bit sizes read 0xFFFFFFFF. Everything smaller stays a plain WAV file.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ _TIME_REFERENCE_OFFSET = 338
 _FORMAT_PCM = 1
 _FORMAT_FLOAT = 3
 _FORMAT_EXTENSIBLE = 0xFFFE
-_MAX_RIFF_BYTES = 0xFFFFFFFF
+MAX_RIFF_BYTES = 0xFFFFFFFF   # beyond this the file is written as RF64
+_DS64_BODY = struct.Struct("<QQQI")   # RIFF size, data size, sample count, table length
 # KSDATAFORMAT_SUBTYPE_PCM / _IEEE_FLOAT without their first two bytes (the format tag).
 _SUBFORMAT_TAIL = b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
 
@@ -121,6 +128,8 @@ class WavWriter:
             fmt += struct.pack("<H", 0)
         out = self._handle
         out.write(b"RIFF\0\0\0\0WAVE")
+        self._ds64_offset = out.tell()
+        out.write(b"JUNK" + struct.pack("<I", _DS64_BODY.size) + bytes(_DS64_BODY.size))
         out.write(b"fmt " + struct.pack("<I", len(fmt)) + fmt)
         if tag == _FORMAT_FLOAT:
             self._fact_offset = out.tell() + 8
@@ -147,16 +156,18 @@ class WavWriter:
         if data_bytes & 1:
             out.write(b"\0")
         riff_size = out.tell() - 8
-        if riff_size > _MAX_RIFF_BYTES:
-            out.close()
-            raise OverflowError(f"{self.path}: over 4 GiB, beyond what a WAV file can hold")
-        out.seek(4)
-        out.write(struct.pack("<I", riff_size))
+        rf64 = riff_size > MAX_RIFF_BYTES
+        out.seek(0)
+        out.write(b"RF64" + struct.pack("<I", 0xFFFFFFFF) if rf64 else b"RIFF" + struct.pack("<I", riff_size))
+        if rf64:
+            out.seek(self._ds64_offset)
+            out.write(b"ds64" + struct.pack("<I", _DS64_BODY.size)
+                      + _DS64_BODY.pack(riff_size, data_bytes, self.frames, 0))
         out.seek(self._data_offset - 4)
-        out.write(struct.pack("<I", data_bytes))
+        out.write(struct.pack("<I", 0xFFFFFFFF if rf64 else data_bytes))
         if self._fact_offset is not None:
             out.seek(self._fact_offset)
-            out.write(struct.pack("<I", self.frames))
+            out.write(struct.pack("<I", min(self.frames, 0xFFFFFFFF)))
         out.flush()
         out.close()
 
