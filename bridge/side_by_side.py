@@ -77,13 +77,9 @@ class CallPool(Generic[T]):
             torch.set_num_threads(caller_threads)
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         for inbox in self._inboxes:
             inbox.put(None)
-        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
-            # Ctrl-C: do not sit out the calls in flight (seconds each on a CPU). The threads
-            # stop after them, and as daemon threads they never hold up the exit.
-            return
         for thread in self._threads:
             thread.join()
 

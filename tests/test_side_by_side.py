@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import threading
 
 import numpy as np
@@ -148,31 +147,3 @@ def test_a_short_batch_runs_in_the_pool_it_fills_and_the_rest_alone(model_repo):
     default = np.concatenate(list(StreamSeparator(bag, "cpu", params).separate([x], len(x), Normalisation(0.0, 1.0))),
                            axis=1)
     np.testing.assert_allclose(got, default, atol=1e-6)
-
-
-def test_ctrl_c_does_not_wait_for_the_calls_in_flight():
-    """A real SIGINT while the caller waits on a long call: KeyboardInterrupt comes out at
-    once, and the call's thread finishes on its own afterwards."""
-    release, started = threading.Event(), threading.Event()
-    runs_it: list[threading.Thread] = []
-
-    def long_call() -> int:
-        runs_it.append(threading.current_thread())
-        started.set()
-        release.wait(30)
-        return 1
-
-    def interrupt() -> None:
-        started.wait(30)
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-
-    interrupter = threading.Thread(target=interrupt)
-    interrupter.start()
-    with pytest.raises(KeyboardInterrupt):
-        with CallPool(2, 1) as pool:
-            pool.run([long_call, lambda: 0])
-    interrupter.join()
-    assert runs_it[0].is_alive()   # still in its call: nobody waited for it
-    release.set()
-    runs_it[0].join(5)
-    assert not runs_it[0].is_alive()
