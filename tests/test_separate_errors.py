@@ -111,3 +111,42 @@ def test_one_bad_file_among_several_does_not_stop_the_others(tmp_path, model_rep
     assert result.returncode == 1
     assert "missing.wav: no such file" in result.stderr
     assert (tmp_path / "out" / "good" / "stems.json").exists()
+
+
+def test_ctrl_c_in_a_terminal_exits_130_and_publishes_nothing(tmp_path, model_repo, make_clip):
+    """SIGINT while the progress bar runs (stderr a terminal, as for a user at the keyboard):
+    the calls in flight finish, then exit 130 with one line, no half-written stems."""
+    import pty
+    import signal
+
+    clip = make_clip("long.wav", seconds=120.0)
+    out = tmp_path / "stems"
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([*STEMBRIDGE, "separate", str(clip), "-o", str(out), "--model-repo", str(model_repo),
+                             "--quality", "render", "--no-cache"],
+                            stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    seen = b""
+    try:
+        while b"separating" not in seen:   # the progress bar's separating stage has begun
+            chunk = os.read(controller, 4096)
+            assert chunk, f"stembridge ended before separating: {seen.decode(errors='replace')}"
+            seen += chunk
+        proc.send_signal(signal.SIGINT)
+        while chunk := _read_or_eof(controller):
+            seen += chunk
+        assert proc.wait(timeout=60) == 130
+    finally:
+        proc.kill()
+        os.close(controller)
+    text = seen.decode(errors="replace")
+    assert "stembridge: interrupted" in text
+    assert "terminate called" not in text and "Traceback" not in text
+    assert not list(out.rglob("*.wav")) and not list(out.rglob("stems.json"))
+
+
+def _read_or_eof(fd: int) -> bytes:
+    try:
+        return os.read(fd, 4096)
+    except OSError:   # EIO: the terminal's other end closed (the process is gone)
+        return b""
