@@ -184,7 +184,7 @@ class Separator:
         bag = loaded.model
         first = [name for name, weight in zip(bag.sources, bag.weights[0]) if weight] or list(bag.sources)
         engine = StreamSeparator(bag, self.device, params, wanted_sources=first)
-        calls = max((calls for calls, _ in side_by_side.plan(torch.device(self.device))), default=1)
+        calls = side_by_side.most_calls(torch.device(self.device))
         segment_length = int(engine.samplerate * engine.segment)
         # The fewest evenly spread segments that cover this many frames: exactly `calls`.
         frames = segment_length + (calls - 1) * int((1 - preset.overlap) * segment_length) - 1

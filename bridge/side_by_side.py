@@ -25,11 +25,9 @@ import torch
 
 T = TypeVar("T")
 OPT_OUT = "STEMBRIDGE_SIDE_BY_SIDE"
+MAX_CALLS = 4   # each call holds its own activations (about 1 GB for htdemucs in fp32)
 
 _start_lock = threading.Lock()
-
-
-MAX_CALLS = 4   # each call holds its own activations (about 1 GB for htdemucs in fp32)
 
 
 def plan(device: torch.device) -> list[tuple[int, int]]:
@@ -45,6 +43,11 @@ def plan(device: torch.device) -> list[tuple[int, int]]:
     if device.type != "cpu" or threads < 2 or os.environ.get(OPT_OUT, "1").strip() == "0":
         return []
     return [(calls, threads // calls) for calls in (MAX_CALLS, 2) if calls <= threads]
+
+
+def most_calls(device: torch.device) -> int:
+    """How many model calls on `device` run at once at the most (1: one at a time)."""
+    return max((calls for calls, _ in plan(device)), default=1)
 
 
 class _Failure:

@@ -89,6 +89,8 @@ def test_plan(monkeypatch):
     torch.set_num_threads(2)
     try:
         assert side_by_side.plan(torch.device("cpu")) == [(2, 1)]   # two cores: a call on each
+        assert side_by_side.most_calls(torch.device("cpu")) == 2
+        assert side_by_side.most_calls(torch.device("cuda")) == 1
         monkeypatch.setenv(side_by_side.OPT_OUT, "0")
         assert side_by_side.plan(torch.device("cpu")) == []
     finally:
@@ -112,7 +114,7 @@ def test_engine_runs_segment_pairs_side_by_side_with_the_same_result(model_repo,
             hook.remove()
         return out, threads
 
-    most_calls = max(calls for calls, _ in side_by_side.plan(torch.device("cpu")))
+    most_calls = side_by_side.most_calls(torch.device("cpu"))
     paired, paired_threads = separate()
     monkeypatch.setenv(side_by_side.OPT_OUT, "0")
     alone, alone_threads = separate()

@@ -171,7 +171,7 @@ def test_warm_up_runs_the_calls_the_cpu_runs_side_by_side_and_writes_nothing(tmp
     """As many calls as the CPU runs at once (two on two cores): run side by side, they
     prepare the kernels for that and for a lone call."""
     separator = Separator(EngineSettings(device="cpu", model_repo=model_repo, cache_dir=tmp_path / "cache"))
-    side_by_side_calls = max((calls for calls, _ in side_by_side.plan(torch.device("cpu"))), default=1)
+    side_by_side_calls = side_by_side.most_calls(torch.device("cpu"))
     with model_calls(separator.model("htdemucs").model.models[0]) as calls:
         separator.warm_up("preview")
     assert calls == [1] * side_by_side_calls
