@@ -175,3 +175,34 @@ def test_listener_is_called_from_the_worker_thread(service: JobService, make_cli
     next_event(service, "done", job.id)
     assert threads[0] == threading.current_thread().name  # queued: the submitter's thread
     assert threads[-1] == "stembridge-worker"
+
+
+def test_queued_is_announced_before_the_worker_can_start_that_job(service: JobService, make_clip) -> None:
+    """A DAW's reply to /stembridge/separate is the `queued` event; the worker, finishing
+    another job at that moment, must not start the new one (and report its progress) first."""
+    first_clip = make_clip("first.wav", seconds=1.0, folder=sources(service), seed=1)
+    second_clip = make_clip("second.wav", seconds=1.0, folder=sources(service), seed=2)
+    first_running, second_added, second_started = threading.Event(), threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def hold(event: JobEvent) -> None:
+        name = event.job.source.name
+        if name == "first.wav" and event.kind == "progress" and not first_running.is_set():
+            first_running.set()
+            second_added.wait(10)  # the worker finishes the first job only once the second is in the store
+        elif name == "second.wav" and event.kind == "queued":
+            second_added.set()
+            # Long enough for the worker to finish the first job and start this one, if it could.
+            second_started.wait(2.0)
+            order.append("queued")
+        elif name == "second.wav" and event.kind != "queued":
+            order.append(event.kind)
+            second_started.set()
+
+    service.add_listener(hold)
+    service.start()
+    service.submit(first_clip, {}, "test")
+    assert first_running.wait(60)
+    second = service.submit(second_clip, {}, "test")
+    next_event(service, "done", second.id)
+    assert order[0] == "queued" and order[-1] == "done", order

@@ -63,10 +63,10 @@ class JobService:
         resolved = self._check_source(Path(source))
         options = dict(options)
         request = self._request(resolved, options)
-        job = self.store.add(resolved, self.config.paths_output, request.quality, options, origin, reply_to)
-        log.info("job %s queued (%s): %s", job.id, origin, resolved)
-        self._emit(JobEvent("queued", job))
-        self._worker.notify()
+        with self._worker.admitting():
+            job = self.store.add(resolved, self.config.paths_output, request.quality, options, origin, reply_to)
+            log.info("job %s queued (%s): %s", job.id, origin, resolved)
+            self._emit(JobEvent("queued", job))
         return job
 
     def cancel(self, job_id: str) -> Job:
@@ -99,7 +99,8 @@ class JobService:
 
     def add_listener(self, listener: Listener) -> None:
         """`listener(event)` is called from the worker thread (and the submitter's thread for
-        `queued`); it must not block. Exceptions it raises are logged and ignored."""
+        `queued`, while the worker waits to be able to start that job); it must not block.
+        Exceptions it raises are logged and ignored."""
         with self._listeners_lock:
             self._listeners.append(listener)
 

@@ -4,11 +4,12 @@ between jobs; cancellation reaches the running separation through a threading.Ev
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from bridge.allocator import return_freed_memory
 from bridge.errors import Cancelled, StemBridgeError
@@ -54,6 +55,16 @@ class Worker:
     def notify(self) -> None:
         """A job was queued."""
         with self._cond:
+            self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def admitting(self) -> Iterator[None]:
+        """No job is claimed while this is held; the worker is woken when it ends.
+
+        A job added and announced inside it is announced first: the worker, just done with
+        another job, would otherwise start it and report progress before its `queued`."""
+        with self._cond:
+            yield
             self._cond.notify_all()
 
     @property
