@@ -6,10 +6,10 @@ the stems asked for). Entries hold the stems at the model's rate, so another out
 bit depth, naming or a preview never separates again.
 
 An entry is a folder `<root>/<key[:2]>/<key>/` with one `<stem>.npy` (frames, 2) float32 per
-stem and `entry.json` (shape and a CRC-32 per stem). It is written under a temporary name
-and renamed whole. Reads verify the CRCs as they stream, so a damaged entry is detected
-before anything made from it is published; it is then deleted and recomputed. The cache is
-kept under a size cap by evicting the least recently used entries.
+stem and `entry.json` (shape, a CRC-32 per stem, the device that made them). It is written
+under a temporary name and renamed whole. Reads verify the CRCs as they stream, so a damaged
+entry is detected before anything made from it is published; it is then deleted and
+recomputed. The cache is kept under a size cap by evicting the least recently used entries.
 """
 
 from __future__ import annotations
@@ -48,6 +48,10 @@ class CacheEntry:
     frames: int
     samplerate: int
     crc: dict[str, int]
+    # The device that made the stems; entries are shared across devices (the key leaves it
+    # out: the same model and settings give the same stems to float rounding). None for
+    # entries written before it was recorded.
+    device: str | None = None
 
     def blocks(self, block_frames: int = BLOCK) -> Iterator[list[np.ndarray]]:
         """Yield blocks as one (n, 2) array per stem, verifying each stem's CRC as it goes;
@@ -73,8 +77,10 @@ class CacheEntry:
 class EntryWriter:
     """Tees separated blocks into a new entry; `commit()` publishes it, `abort()` drops it."""
 
-    def __init__(self, cache: "StemCache", key: str, stems: list[str], frames: int, samplerate: int) -> None:
+    def __init__(self, cache: "StemCache", key: str, stems: list[str], frames: int, samplerate: int,
+                 device: str | None = None) -> None:
         self.cache = cache
+        self.device = device
         self.key = key
         self.stems = stems
         self.frames = frames
@@ -105,13 +111,13 @@ class EntryWriter:
             array.flush()
         del self.arrays
         record = {"stems": self.stems, "frames": self.frames, "samplerate": self.samplerate,
-                  "crc": dict(zip(self.stems, self.crcs))}
+                  "crc": dict(zip(self.stems, self.crcs)), "device": self.device}
         (self.temp / ENTRY_FILE).write_text(json.dumps(record))
         if self.final.exists():
             shutil.rmtree(self.final, ignore_errors=True)
         os.replace(self.temp, self.final)
         self.cache.evict()
-        return CacheEntry(self.final, self.stems, self.frames, self.samplerate, record["crc"])
+        return CacheEntry(self.final, self.stems, self.frames, self.samplerate, record["crc"], self.device)
 
     def abort(self) -> None:
         self.arrays = []
@@ -131,7 +137,7 @@ class StemCache:
         try:
             record = json.loads((folder / ENTRY_FILE).read_text())
             entry = CacheEntry(folder, list(record["stems"]), int(record["frames"]), int(record["samplerate"]),
-                               {k: int(v) for k, v in record["crc"].items()})
+                               {k: int(v) for k, v in record["crc"].items()}, record.get("device"))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError):
@@ -141,8 +147,9 @@ class StemCache:
         os.utime(folder / ENTRY_FILE)  # least-recently-used order follows this mtime
         return entry
 
-    def writer(self, key: str, stems: list[str], frames: int, samplerate: int) -> EntryWriter:
-        return EntryWriter(self, key, stems, frames, samplerate)
+    def writer(self, key: str, stems: list[str], frames: int, samplerate: int,
+               device: str | None = None) -> EntryWriter:
+        return EntryWriter(self, key, stems, frames, samplerate, device)
 
     def remove(self, key: str) -> None:
         shutil.rmtree(self.entry_path(key), ignore_errors=True)

@@ -269,16 +269,17 @@ class Separator:
             "skip_silence": plan.params.skip_silence, "seed": plan.params.seed, "stems": stems,
             "spacing": plan.params.spacing,
         })
-        fields = {"source_hash": source_hash, "device": plan.device}
-        write = lambda blocks: write_stem_set(  # noqa: E731
+        write = lambda blocks, device: write_stem_set(  # noqa: E731
             blocks, stems, model_rate, info, out_plan, two_stems=request.two_stems,
-            exact_sum=request.exact_sum, job_id=job_id, manifest_fields=fields)
+            exact_sum=request.exact_sum, job_id=job_id,
+            manifest_fields={"source_hash": source_hash, "device": device})
         if self.settings.use_cache:
             entry = self.cache.lookup(key)
             if entry is not None and entry.stems == stems and entry.frames == frames:
                 try:
                     progress(0.9, "writing")
-                    manifest = write(entry.blocks())
+                    # The manifest names the device that made these stems, not this one.
+                    manifest = write(entry.blocks(), entry.device or plan.device)
                     log.info("%s: stems from cache", info.path.name)
                     progress(1.0, "done")
                     return manifest
@@ -295,11 +296,11 @@ class Separator:
                   if plan.params.skip_silence else None)
         blocks = engine.separate(model_rate_blocks(info, model_rate), frames, norm, scaled, cancel, active)
         if not self.settings.use_cache:
-            manifest = write(blocks)
+            manifest = write(blocks, plan.device)
         else:
-            writer = self.cache.writer(key, stems, frames, model_rate)
+            writer = self.cache.writer(key, stems, frames, model_rate, plan.device)
             try:
-                manifest = write(writer.tee(blocks))
+                manifest = write(writer.tee(blocks), plan.device)
             except BaseException:
                 writer.abort()
                 raise

@@ -40,6 +40,21 @@ def test_hit_is_identical_and_never_separates(tmp_path, separator, make_clip):
     assert stem_bytes(first) == stem_bytes(second)
 
 
+def test_a_hit_names_the_device_that_made_its_stems(tmp_path, separator, make_clip):
+    """Entries are shared across devices (a cache folder synced from a Mac, a GPU box's stems
+    reused on its CPU); the manifest must say where the stems came from, not where it ran."""
+    source = make_clip("clip.wav", seconds=2.0)
+    first, _ = run(separator, source, tmp_path / "a")
+    assert json.loads(first.read_text())["device"] == "cpu"
+    [record_file] = (tmp_path / "cache").glob("*/*/entry.json")
+    record = json.loads(record_file.read_text())
+    assert record["device"] == "cpu"
+    record_file.write_text(json.dumps({**record, "device": "mps"}))  # as a Mac sharing the folder writes it
+    second, stages = run(separator, source, tmp_path / "b")
+    assert "separating" not in stages
+    assert json.loads(second.read_text())["device"] == "mps"
+
+
 def test_other_output_formats_reuse_the_entry(tmp_path, separator, make_clip):
     source = make_clip("clip.wav", seconds=2.0, rate=48000)
     run(separator, source, tmp_path / "a")
