@@ -92,6 +92,11 @@ def segment_offsets(length: int, segment_length: int, stride: int, spacing: str 
     return sorted(set(offsets))
 
 
+def even_span(count: int, segment_length: int, stride: int) -> int:
+    """The longest input that `even` spacing covers with `count` segments."""
+    return segment_length + (count - 1) * stride
+
+
 def max_segment(model: torch.nn.Module) -> float:
     """Transformer models refuse segments longer than they were trained on."""
     limit = getattr(model, "max_allowed_segment", math.inf)
@@ -316,16 +321,21 @@ class StreamSeparator:
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         return lambda: torch.autocast(device_type=self.device.type, dtype=dtype)
 
+    def segment_geometry(self) -> tuple[int, int]:
+        """(segment length, stride) in samples at the model's rate."""
+        segment_length = int(self.samplerate * self.segment)
+        stride = int((1 - self.params.overlap) * segment_length)
+        if stride <= 0:
+            raise ValueError("overlap must be below 1")
+        return segment_length, stride
+
     def separate(self, blocks: Iterable[np.ndarray], frames: int, norm: Normalisation,
                  progress: ProgressFn | None = None, cancel: threading.Event | None = None,
                  active: list[Interval] | None = None) -> Iterator[np.ndarray]:
         """Yield (wanted_sources, n, 2) blocks whose lengths add up to `frames`. With `even`
         spacing, `active` (frame ranges with sound) limits where segments go; the rest comes
         out as digital silence."""
-        segment_length = int(self.samplerate * self.segment)
-        stride = int((1 - self.params.overlap) * segment_length)
-        if stride <= 0:
-            raise ValueError("overlap must be below 1")
+        segment_length, stride = self.segment_geometry()
         rng = random.Random(self.params.seed)
         max_shift = int(0.5 * self.samplerate)
         silent_in = np.float32((np.float32(0.0) - np.float32(norm.mean)) / np.float32(norm.std))

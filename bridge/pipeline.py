@@ -22,7 +22,7 @@ from bridge.audio import AudioInfo, ExactLength, Resampler, probe, read_blocks, 
 from bridge.cache import CacheCorrupt, StemCache, cache_key
 from bridge.dawproject import write_dawproject
 from bridge.device import is_out_of_memory, resolve_device
-from bridge.engine import Normalisation, SeparationParams, StreamSeparator, shorter_segments_save_memory
+from bridge.engine import Normalisation, SeparationParams, StreamSeparator, even_span, shorter_segments_save_memory
 from bridge.errors import Cancelled, ConfigError
 from bridge.fingerprint import HashMemo, audio_hash, normalisation, sounding_intervals
 from bridge.models import LoadedModel, load_model
@@ -185,9 +185,7 @@ class Separator:
         first = [name for name, weight in zip(bag.sources, bag.weights[0]) if weight] or list(bag.sources)
         engine = StreamSeparator(bag, self.device, params, wanted_sources=first)
         calls = side_by_side.most_calls(torch.device(self.device))
-        segment_length = int(engine.samplerate * engine.segment)
-        # The fewest evenly spread segments that cover this many frames: exactly `calls`.
-        frames = segment_length + (calls - 1) * int((1 - preset.overlap) * segment_length) - 1
+        frames = even_span(calls, *engine.segment_geometry())  # exactly `calls` segments
         noise = (np.random.default_rng(0).standard_normal((frames, 2)) * 1e-3).astype(np.float32)
         with self._lock:
             for _ in engine.separate([noise], frames, Normalisation(0.0, 1e-3)):

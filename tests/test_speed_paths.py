@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 
 from bridge import side_by_side
-from bridge.engine import Normalisation, SeparationParams, StreamSeparator
+from bridge.engine import Normalisation, SeparationParams, StreamSeparator, even_span, segment_offsets
 from bridge.lowprecision import _attention, has_plain_layout, reduced_precision_copy
 from bridge.models import load_model
 from bridge.pipeline import EngineSettings, SeparationRequest, Separator
@@ -165,6 +165,16 @@ def test_silence_runs_are_found_across_blocks(tmp_path):
     assert active[0] == (0, 3 * 44100 + margin)
     assert abs(active[1][0] - (9 * 44100 - margin)) <= 1 and abs(active[1][1] - (17 * 44100 + margin)) <= 1
     assert len(active) == 2
+
+
+@pytest.mark.parametrize("overlap", [0.05, 0.25, 0.5])
+def test_even_span_is_the_longest_input_that_many_segments_cover(overlap):
+    segment_length = 343980  # htdemucs' 7.8 s at 44.1 kHz
+    stride = int((1 - overlap) * segment_length)
+    for count in range(1, 6):
+        span = even_span(count, segment_length, stride)
+        assert len(segment_offsets(span, segment_length, stride, "even")) == count
+        assert len(segment_offsets(span + 1, segment_length, stride, "even")) == count + 1
 
 
 def test_warm_up_runs_the_calls_the_cpu_runs_side_by_side_and_writes_nothing(tmp_path, model_repo):
