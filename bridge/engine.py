@@ -354,7 +354,7 @@ class StreamSeparator:
         shifts = len(passes) // max(len(self.members), 1)
         weight_total = np.sum([w for _, w in self.members], axis=0)  # per wanted source
         outputs: list[deque[np.ndarray]] = [deque() for _ in passes]
-        owner_index = {id(ola): index for index, (ola, _, _) in enumerate(passes)}
+        queue_of = {ola: queue for (ola, _, _), queue in zip(passes, outputs)}  # passes hash by identity
         done_segments = 0
         input_done = False
         iterator = iter(blocks)
@@ -389,7 +389,7 @@ class StreamSeparator:
                     for segment, result in zip(segments, _run_segments(segments, pools)):
                         piece = segment.owner.finish(segment, result)
                         if piece.shape[1]:
-                            outputs[owner_index[id(segment.owner)]].append(piece)
+                            queue_of[segment.owner].append(piece)
                         done_segments += 1
                         if progress is not None:
                             progress(done_segments / total, "separating")
