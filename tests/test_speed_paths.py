@@ -13,7 +13,8 @@ import torch
 
 from bridge import side_by_side
 from bridge.engine import Normalisation, SeparationParams, StreamSeparator, even_span, segment_offsets
-from bridge.lowprecision import _attention, has_plain_layout, reduced_precision_copy
+from bridge.lowprecision import (_attention, _conv_by_taps, _pointwise_conv, has_few_outputs, has_plain_layout,
+                                 is_pointwise, reduced_precision_copy)
 from bridge.models import load_model
 from bridge.pipeline import EngineSettings, SeparationRequest, Separator
 from bridge.presets import PRESETS, cpu_has_native_bf16, preset_for, resolve_precision
@@ -204,3 +205,51 @@ def test_explicit_attention_equals_torch_multihead_attention(cross):
         got, weights = _attention(attention, query, key, key, need_weights=False)
     assert weights is None
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("conv", [
+    torch.nn.Conv1d(48, 6, 3, padding=1),                         # a residual branch's first layer
+    torch.nn.Conv1d(48, 6, 3, padding=2, dilation=2),             # its dilated second layer
+    torch.nn.Conv1d(16, 5, 5, padding=6, dilation=3, bias=False),
+], ids=["plain", "dilated", "wide-no-bias"])
+@pytest.mark.parametrize("batch, length", [(1, 300), (3, 57), (2, 4), (2, 1)])
+def test_convolution_by_taps_equals_torch_convolution(conv, batch, length):
+    """Every length, including ones shorter than the kernel's reach, where taps fall off both ends."""
+    torch.manual_seed(0)
+    assert has_few_outputs(conv)
+    x = torch.randn(batch, conv.in_channels, length)
+    with torch.inference_mode():
+        torch.testing.assert_close(_conv_by_taps(conv, x), conv(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("conv, shape", [
+    (torch.nn.Conv1d(6, 96, 1), (1, 6, 333)),
+    (torch.nn.Conv1d(6, 96, 1, bias=False), (4, 6, 50)),
+    (torch.nn.Conv2d(48, 96, 1), (1, 48, 9, 17)),
+    (torch.nn.Conv2d(48, 96, 1), (2, 48, 9, 17)),
+])
+def test_pointwise_convolution_as_a_product_equals_torch_convolution(conv, shape):
+    torch.manual_seed(0)
+    assert is_pointwise(conv)
+    x = torch.randn(*shape)
+    with torch.inference_mode():
+        torch.testing.assert_close(_pointwise_conv(conv, x), conv(x), rtol=1e-5, atol=1e-5)
+
+
+def test_only_convolutions_the_products_compute_exactly_are_replaced():
+    assert not is_pointwise(torch.nn.Conv1d(6, 96, 1, stride=2))
+    assert not is_pointwise(torch.nn.Conv1d(6, 96, 1, padding=1))
+    assert not is_pointwise(torch.nn.Conv1d(6, 96, 1, groups=2))
+    assert not has_few_outputs(torch.nn.Conv1d(48, 96, 3, padding=1))     # many outputs: oneDNN is as fast
+    assert not has_few_outputs(torch.nn.Conv1d(48, 6, 3, padding=0))      # not 'same' padded
+    assert not has_few_outputs(torch.nn.Conv1d(48, 6, 4, padding=2))      # even kernel
+    assert not has_few_outputs(torch.nn.Conv1d(48, 6, 3, padding=1, padding_mode="reflect"))
+    assert not has_few_outputs(torch.nn.Conv2d(48, 6, 3, padding=1))
+
+
+def test_bf16_copy_computes_small_convolutions_as_products(model_repo):
+    model = load_model("htdemucs", model_repo).model.models[0]
+    copy = reduced_precision_copy(model, torch.bfloat16)
+    replaced = {getattr(m.forward, "__func__", None) for m in copy.modules()}
+    assert {_conv_by_taps, _pointwise_conv} <= replaced
+    assert not any("forward" in vars(m) for m in model.modules())   # the original keeps its own forwards
