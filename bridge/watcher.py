@@ -50,9 +50,10 @@ _EVENT_TYPES = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedE
 _REMEMBERED_WRITES = 4096  # per-path signatures already reported; old ones are forgotten
 # watchdog holds each IN_MOVED_FROM for 0.5 s to pair it with its IN_MOVED_TO, and its reader
 # sleeps out the whole hold even when the pair arrived at once: half a second added to every
-# bounce a DAW renames into place. The kernel queues both halves of a rename back to back, so
-# a short hold still pairs them (an unpaired one is still seen, as a created file).
-_RENAME_PAIRING_HOLD = 0.05
+# bounce a DAW renames into place. The kernel queues both halves of a rename back to back and
+# they arrive in one read, so a few milliseconds still pair them; an unpaired one is still
+# seen, as a created file (only the destination matters here).
+_RENAME_PAIRING_HOLD = 0.005
 
 
 def _shorten_rename_pairing_hold() -> None:
