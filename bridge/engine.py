@@ -342,7 +342,9 @@ class StreamSeparator:
         silent = float(silent_in) if self.params.skip_silence else None
         passes: list[tuple[_OverlapAddPass, np.ndarray, int]] = []
         for member_index, (model, weights) in enumerate(self.members):
-            model.to(self.device).eval()
+            first = next(model.parameters(), None)
+            if model.training or (first is not None and first.device != self.device):
+                model.to(self.device).eval()  # a walk over every tensor: only when it moves
             runner = self._run_model(model)
             shift_delays = ([max_shift - rng.randint(0, max_shift) for _ in range(self.params.shifts)]
                             if self.params.shifts else [0])
