@@ -65,15 +65,16 @@ def modules_that_run(model: torch.nn.Module) -> list[torch.nn.Module]:
     return [model, reduced_precision_copy(model, torch.bfloat16)] if has_weight_copy_path(model) else [model]
 
 
-def _convert(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+def _convert(model: torch.nn.Module, dtype: torch.dtype, conv_products: bool = True) -> torch.nn.Module:
+    """The copy; `conv_products=False` keeps torch's convolutions (bench/bench_conv_products.py)."""
     converted = copy.deepcopy(model).to(dtype).eval()
     cast = _cast_inputs_hook(dtype)
     for module in converted.modules():  # the forwards below replace this copy's modules' only
         if isinstance(module, torch.nn.MultiheadAttention) and has_plain_layout(module):
             module.forward = types.MethodType(_attention, module)
-        elif is_pointwise(module):
+        elif conv_products and is_pointwise(module):
             module.forward = types.MethodType(_pointwise_conv, module)
-        elif has_few_outputs(module):
+        elif conv_products and has_few_outputs(module):
             module.forward = types.MethodType(_conv_by_taps, module)
     for name, module in converted.named_modules():
         # Every layer that owns weights takes its input in the weights' dtype. The root is left

@@ -1,0 +1,72 @@
+"""The bf16 copy with and without its convolutions as products (bridge/lowprecision.py), side
+by side: full-size htdemucs (random weights), one 7.8 s call per thread, the variants
+alternated, two calls at once as the engine runs them on two cores.
+
+    .venv/bin/python bench/bench_conv_products.py [--repeats 6] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import threading
+import time
+
+import torch
+
+from bridge import allocator
+from bridge.lowprecision import _convert
+from bridge.modelfactory import build_htdemucs
+
+
+def snr_db(reference: torch.Tensor, test: torch.Tensor) -> float:
+    reference, test = reference.double(), test.double()
+    return float(10 * torch.log10(reference.pow(2).sum() / (reference - test).pow(2).sum()))
+
+
+def calls_at_once(model: torch.nn.Module, x: torch.Tensor, calls: int, threads: int) -> float:
+    def one() -> None:
+        torch.set_num_threads(threads)
+        with torch.inference_mode():
+            model(x)
+
+    workers = [threading.Thread(target=one) for _ in range(calls)]
+    start = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads per call")
+    parser.add_argument("--calls", type=int, default=2, help="calls at once")
+    args = parser.parse_args()
+    allocator.keep_freed_memory()
+    model = build_htdemucs("full").eval()
+    variants = {"torch convolutions": _convert(model, torch.bfloat16, conv_products=False),
+                "products": _convert(model, torch.bfloat16)}
+    x = torch.randn(1, 2, int(model.segment * model.samplerate)) * 0.1
+    with torch.inference_mode():
+        reference = model(x)
+        for name, copy in variants.items():
+            print(f"{name}: SNR against fp32 {snr_db(reference, copy(x)):.2f} dB", flush=True)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for name, copy in variants.items():   # untimed: first-call allocations
+        calls_at_once(copy, x, args.calls, args.threads)
+    for repeat in range(args.repeats):
+        order = list(variants) if repeat % 2 == 0 else list(reversed(variants))
+        for name in order:
+            times[name].append(calls_at_once(variants[name], x, args.calls, args.threads))
+    for name, values in times.items():
+        print(f"{name}: {args.calls} calls x {args.threads} threads: " + ", ".join(f"{v:.3f}" for v in values)
+              + f" s (median {statistics.median(values):.3f})")
+    base, new = (statistics.median(times[name]) for name in variants)
+    print(f"products vs torch convolutions: {base / new:.3f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()
