@@ -2,7 +2,11 @@
 by side: full-size htdemucs (random weights), one 7.8 s call per thread, the variants
 alternated, two calls at once as the engine runs them on two cores.
 
-    .venv/bin/python bench/bench_conv_products.py [--repeats 6] [--threads 1]
+    .venv/bin/python bench/bench_conv_products.py [--repeats 6] [--threads 1] [--few-outputs 32,1000]
+
+Each `--few-outputs` value is one products variant, with that line below which a
+'same'-padded 1-D convolution runs as a product (bridge.lowprecision._FEW_OUTPUTS): to see
+where the line belongs on another CPU.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import time
 import torch
 
 from bridge import allocator
+from bridge import lowprecision
 from bridge.lowprecision import _convert
 from bridge.modelfactory import build_htdemucs
 
@@ -44,11 +49,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per call")
     parser.add_argument("--calls", type=int, default=2, help="calls at once")
+    parser.add_argument("--few-outputs", default=str(lowprecision._FEW_OUTPUTS),
+                        help="comma-separated lines, one products variant each")
     args = parser.parse_args()
     allocator.keep_freed_memory()
     model = build_htdemucs("full").eval()
-    variants = {"torch convolutions": _convert(model, torch.bfloat16, conv_products=False),
-                "products": _convert(model, torch.bfloat16)}
+    variants = {"torch convolutions": _convert(model, torch.bfloat16, conv_products=False)}
+    for line in (int(value) for value in args.few_outputs.split(",")):
+        lowprecision._FEW_OUTPUTS = line
+        variants[f"products (<= {line} outputs)"] = _convert(model, torch.bfloat16)
     x = torch.randn(1, 2, int(model.segment * model.samplerate)) * 0.1
     with torch.inference_mode():
         reference = model(x)
@@ -58,14 +67,15 @@ def main() -> None:
     for name, copy in variants.items():   # untimed: first-call allocations
         calls_at_once(copy, x, args.calls, args.threads)
     for repeat in range(args.repeats):
-        order = list(variants) if repeat % 2 == 0 else list(reversed(variants))
+        order = list(variants)[repeat % len(variants):] + list(variants)[:repeat % len(variants)]
         for name in order:
             times[name].append(calls_at_once(variants[name], x, args.calls, args.threads))
     for name, values in times.items():
         print(f"{name}: {args.calls} calls x {args.threads} threads: " + ", ".join(f"{v:.3f}" for v in values)
               + f" s (median {statistics.median(values):.3f})")
-    base, new = (statistics.median(times[name]) for name in variants)
-    print(f"products vs torch convolutions: {base / new:.3f}x", flush=True)
+    base = statistics.median(times["torch convolutions"])
+    for name in list(variants)[1:]:
+        print(f"{name} vs torch convolutions: {base / statistics.median(times[name]):.3f}x", flush=True)
 
 
 if __name__ == "__main__":
