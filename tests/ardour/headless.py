@@ -93,19 +93,30 @@ def _render(session_dir: Path, name: str, output: Path) -> np.ndarray:
     return sf.read(output, dtype="float32")[0]
 
 
-def export(session_dir: Path, name: str, output: Path, attempts: int = 4) -> Path:
+def export(session_dir: Path, name: str, output: Path, attempts: int = 6) -> Path:
     """Render the session range as a 32-bit float BWF (TimeReference = range start).
 
-    ardour7-export 7.3 on a busy machine now and then writes a render with corrupt samples
-    (seen: one sample in every 2048 replaced by ~1e35 on one channel, about one run in seven
-    while other test suites loaded both cores); a re-render of the same session is clean.
-    So render until two renders agree. Not bit for bit: Ardour sums tracks into the master
-    bus in whatever order its process threads finish, which moves the last bit (~1e-7).
+    ardour7-export 7.3 on a busy machine now and then writes a bad render; a re-render of the
+    same session is clean. Seen: one sample in every 2048 replaced by ~1e35 or ~100 on one
+    channel (about one run in seven to ten); a render 16 samples late; a file whose header
+    was never finished (zero frames: it aborted while tearing down); nothing at all. Three of
+    four renders in one suite run were bad. So render until two renders agree, never counting
+    an empty one. Not bit for bit: Ardour sums tracks into the master bus in whatever order
+    its process threads finish, which moves the last bit (~1e-7).
     """
     seen: list[tuple[np.ndarray, Path]] = []
+    empty: list[str] = []
     for attempt in range(attempts):
         path = output.with_name(f"{output.stem}.try{attempt}{output.suffix}")
-        data = _render(session_dir, name, path)
+        try:
+            data = _render(session_dir, name, path)
+        except RuntimeError as error:   # wrote nothing
+            empty.append(str(error).splitlines()[0])
+            continue
+        if len(data) == 0:
+            empty.append(f"{path.name}: no frames (its header was never finished)")
+            path.unlink()
+            continue
         for earlier, _ in seen:
             if earlier.shape == data.shape and np.max(np.abs(earlier - data), initial=0.0) <= AGREE:
                 path.replace(output)
@@ -113,4 +124,6 @@ def export(session_dir: Path, name: str, output: Path, attempts: int = 4) -> Pat
                     other.unlink(missing_ok=True)
                 return output
         seen.append((data, path))
-    raise RuntimeError(f"ardour7-export gave {attempts} renders of {session_dir} that disagree")
+    raise RuntimeError(f"ardour7-export gave no two renders of {session_dir} that agree in {attempts} tries: "
+                       f"{len(seen)} that disagree ({', '.join(p.name for _, p in seen)})"
+                       + "".join(f"; {line}" for line in empty))
