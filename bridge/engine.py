@@ -341,9 +341,10 @@ class StreamSeparator:
         silent_in = np.float32((np.float32(0.0) - np.float32(norm.mean)) / np.float32(norm.std))
         silent = float(silent_in) if self.params.skip_silence else None
         passes: list[tuple[_OverlapAddPass, np.ndarray, int]] = []
+        placed = torch.empty(0, device=self.device).device   # "cuda" names cuda:0 (or the current GPU)
         for member_index, (model, weights) in enumerate(self.members):
             first = next(model.parameters(), None)
-            if model.training or (first is not None and first.device != self.device):
+            if model.training or (first is not None and first.device != placed):
                 model.to(self.device).eval()  # a walk over every tensor: only when it moves
             runner = self._run_model(model)
             shift_delays = ([max_shift - rng.randint(0, max_shift) for _ in range(self.params.shifts)]
