@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import threading
 import time
 
 import torch
 
-from bridge import allocator
-from bridge import lowprecision
+from bridge import allocator, lowprecision, side_by_side
 from bridge.lowprecision import _convert
 from bridge.modelfactory import build_htdemucs
 
@@ -29,18 +27,13 @@ def snr_db(reference: torch.Tensor, test: torch.Tensor) -> float:
     return float(10 * torch.log10(reference.pow(2).sum() / (reference - test).pow(2).sum()))
 
 
-def calls_at_once(model: torch.nn.Module, x: torch.Tensor, calls: int, threads: int) -> float:
-    def one() -> None:
-        torch.set_num_threads(threads)
+def calls_at_once(pool: side_by_side.CallPool, model: torch.nn.Module, x: torch.Tensor) -> float:
+    def call() -> None:
         with torch.inference_mode():
             model(x)
 
-    workers = [threading.Thread(target=one) for _ in range(calls)]
     start = time.perf_counter()
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    pool.run([call] * pool.calls)
     return time.perf_counter() - start
 
 
@@ -64,12 +57,13 @@ def main() -> None:
         for name, copy in variants.items():
             print(f"{name}: SNR against fp32 {snr_db(reference, copy(x)):.2f} dB", flush=True)
     times: dict[str, list[float]] = {name: [] for name in variants}
-    for name, copy in variants.items():   # untimed: first-call allocations
-        calls_at_once(copy, x, args.calls, args.threads)
-    for repeat in range(args.repeats):
-        order = list(variants)[repeat % len(variants):] + list(variants)[:repeat % len(variants)]
-        for name in order:
-            times[name].append(calls_at_once(variants[name], x, args.calls, args.threads))
+    with side_by_side.CallPool(args.calls, args.threads) as pool:   # the engine's own way of running calls at once
+        for name, copy in variants.items():   # untimed: first-call allocations
+            calls_at_once(pool, copy, x)
+        for repeat in range(args.repeats):
+            order = list(variants)[repeat % len(variants):] + list(variants)[:repeat % len(variants)]
+            for name in order:
+                times[name].append(calls_at_once(pool, variants[name], x))
     for name, values in times.items():
         print(f"{name}: {args.calls} calls x {args.threads} threads: " + ", ".join(f"{v:.3f}" for v in values)
               + f" s (median {statistics.median(values):.3f})")
