@@ -134,13 +134,12 @@ def test_even_spacing_with_skipped_silence_is_block_size_independent(bag):
 def test_a_model_already_in_place_is_not_walked_again(model_repo):
     """Module.to visits every tensor: a job skips it when the model already sits on the device
     in eval mode, and still puts a model that is elsewhere, or training, right."""
-    model = load_model("htdemucs", model_repo).model.models[0]
+    bag = load_model("htdemucs", model_repo).model   # a fresh load: the shared fixture stays untouched
+    model = bag.models[0]
     moved: list[object] = []
     model.to = lambda *args, **kwargs: moved.append(args) or torch.nn.Module.to(model, *args, **kwargs)
     x = noise(2.0)
     params = SeparationParams(shifts=0, overlap=0.25, precision="fp32", skip_silence=False)
-    bag = load_model("htdemucs", model_repo).model
-    bag.models[0] = model
     stream(bag, x, params, block=len(x))
     assert moved == []
     model.train()
