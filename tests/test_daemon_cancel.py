@@ -69,20 +69,31 @@ def test_sigterm_during_a_long_job_requeues_it_and_exits_0_promptly(daemon_with_
 def test_second_signal_exits_at_once_and_the_job_resumes_at_the_next_start(daemon_with_sources, make_clip) -> None:
     daemon, peer, sources = daemon_with_sources
     daemon.drain_timeout = 60.0  # the first signal alone would wait for the whole job
-    # Ten model segments, so the second signal lands mid-job: with two, a fast engine could
-    # finish the job between the first progress report and the second signal.
-    clip = make_clip("long.wav", seconds=60.0, folder=sources, seed=1)
+    # Long enough (several seconds even on this machine) that the second signal lands
+    # mid-job: a one-second job once finished in the moment between the two signals on a
+    # stalled CI machine, and then there was nothing left to resume.
+    clip = make_clip("long.wav", seconds=240.0, folder=sources, seed=1)
+    behind = make_clip("behind.wav", seconds=1.0, folder=sources, seed=2)
     daemon.start()
     peer.send(daemon.port, "/stembridge/separate", str(clip))
     job_id = peer.receive("/stembridge/queued")[0]
+    peer.send(daemon.port, "/stembridge/separate", str(behind))
+    behind_id = peer.receive("/stembridge/queued")[0]
     peer.receive("/stembridge/progress", match=job_id, timeout=60)
     daemon.send_signal(signal.SIGTERM)
     daemon.wait_for(f"waiting up to 60 s for job {job_id}")
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait_exit(timeout=5) == 130
     assert "second signal" in daemon.log()
+    states = {j.id: j.state for j in read_jobs(daemon.state / "jobs.sqlite")}
+    assert states == {job_id: "running", behind_id: "queued"}, f"the job ended before the second signal:\n{daemon.log()}"
+    assert list(daemon.output.iterdir()) == []
 
     daemon.drain_timeout = 5.0
     daemon.start()
-    daemon.wait_for(rf"job {job_id} done", timeout=90)
+    assert f"job {job_id} was interrupted; re-queued" in daemon.log()
+    assert "2 jobs to resume" in daemon.log()
+    daemon.wait_for(rf"job {job_id} done", timeout=180)
+    daemon.wait_for(rf"job {behind_id} done", timeout=60)
     assert (daemon.output / "long" / "stems.json").is_file()
+    assert (daemon.output / "behind" / "stems.json").is_file()

@@ -32,9 +32,10 @@ def assert_complete_sets_only(output: Path, expected_frames: dict[str, int]) -> 
 def test_kill_9_with_jobs_running_and_queued_then_restart_completes_all(daemon_with_sources, make_clip) -> None:
     daemon, peer, sources = daemon_with_sources
     clips = {
-        # Ten model segments: the kill lands after the first with nine to go. (With two, a
-        # GPU finished the second before the kill arrived.)
-        "long": make_clip("long.wav", seconds=60.0, folder=sources, seed=1),
+        # Forty model segments: the kill lands after a tenth of them, seconds before the end
+        # even on a stalled CI machine. (With two, a GPU finished the second before the kill
+        # arrived; a one-second job once ended between two signals on a stalled machine.)
+        "long": make_clip("long.wav", seconds=240.0, folder=sources, seed=1),
         "a": make_clip("a.wav", seconds=1.0, folder=sources, seed=2),
         "b": make_clip("b.wav", seconds=1.0, rate=48000, channels=1, folder=sources, seed=3),
     }
