@@ -110,7 +110,7 @@ def test_bad_audio_fails_the_job_and_the_next_one_still_runs(service: JobService
 
 
 def test_cancel_queued_and_running(service: JobService, make_clip) -> None:
-    long_clip = make_clip("long.wav", seconds=20.0, folder=sources(service), seed=1)
+    long_clip = make_clip("long.wav", seconds=120.0, folder=sources(service), seed=1)
     short = make_clip("short.wav", seconds=1.0, folder=sources(service), seed=2)
     service.start()
     running = service.submit(long_clip, {}, "test")
@@ -132,7 +132,7 @@ def test_cancel_queued_and_running(service: JobService, make_clip) -> None:
 
 
 def test_stop_requeues_a_job_that_does_not_finish_in_time(service: JobService, make_clip) -> None:
-    long_clip = make_clip("long.wav", seconds=20.0, folder=sources(service), seed=1)
+    long_clip = make_clip("long.wav", seconds=120.0, folder=sources(service), seed=1)
     service.start()
     job = service.submit(long_clip, {}, "test")
     next_event(service, "progress", job.id)
