@@ -158,11 +158,13 @@ class WavWriter:
         riff_size = out.tell() - 8
         rf64 = riff_size > MAX_RIFF_BYTES
         out.seek(0)
-        out.write(b"RF64" + struct.pack("<I", 0xFFFFFFFF) if rf64 else b"RIFF" + struct.pack("<I", riff_size))
-        if rf64:
+        if rf64:   # the 32-bit sizes read 0xFFFFFFFF; ds64, in the reserved JUNK, holds the real ones
+            out.write(b"RF64" + struct.pack("<I", 0xFFFFFFFF))
             out.seek(self._ds64_offset)
             out.write(b"ds64" + struct.pack("<I", _DS64_BODY.size)
                       + _DS64_BODY.pack(riff_size, data_bytes, self.frames, 0))
+        else:
+            out.write(b"RIFF" + struct.pack("<I", riff_size))
         out.seek(self._data_offset - 4)
         out.write(struct.pack("<I", 0xFFFFFFFF if rf64 else data_bytes))
         if self._fact_offset is not None:
