@@ -71,7 +71,7 @@ def _convert(model: torch.nn.Module, dtype: torch.dtype, conv_products: bool = T
     """The copy; `conv_products=False` keeps torch's convolutions (bench/bench_conv_products.py)."""
     converted = copy.deepcopy(model).to(dtype).eval()
     cast = _cast_inputs_hook(dtype)
-    for module in converted.modules():  # the forwards below replace this copy's modules' only
+    for module in converted.modules():  # only this copy's modules get these forwards
         if isinstance(module, torch.nn.MultiheadAttention) and has_plain_layout(module):
             module.forward = types.MethodType(_attention, module)
         elif conv_products and is_pointwise(module):
