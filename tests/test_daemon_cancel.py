@@ -7,7 +7,7 @@ import signal
 import time
 
 
-from bridge.jobs.store import CANCELLED, DONE, read_jobs
+from bridge.jobs.store import CANCELLED, DONE, QUEUED, RUNNING, read_jobs
 
 
 def test_cancel_queued_and_running_jobs(daemon_with_sources, make_clip) -> None:
@@ -62,7 +62,7 @@ def test_sigterm_during_a_long_job_requeues_it_and_exits_0_promptly(daemon_with_
     # The drain timeout, then at most one model segment until the cancel is seen.
     assert time.monotonic() - asked < daemon.drain_timeout + 10.0
     assert f"job {job_id} did not finish within" in daemon.log()
-    assert [j.state for j in read_jobs(daemon.state / "jobs.sqlite")] == ["queued"]
+    assert [j.state for j in read_jobs(daemon.state / "jobs.sqlite")] == [QUEUED]
     assert list(daemon.output.iterdir()) == []
 
 
@@ -86,7 +86,7 @@ def test_second_signal_exits_at_once_and_the_job_resumes_at_the_next_start(daemo
     assert daemon.wait_exit(timeout=5) == 130
     assert "second signal" in daemon.log()
     states = {j.id: j.state for j in read_jobs(daemon.state / "jobs.sqlite")}
-    assert states == {job_id: "running", behind_id: "queued"}, f"the job ended before the second signal:\n{daemon.log()}"
+    assert states == {job_id: RUNNING, behind_id: QUEUED}, f"the job ended before the second signal:\n{daemon.log()}"
     # Only the running job's temporary files, if it got that far: nothing a DAW would import.
     assert [p for p in daemon.output.rglob("*") if p.is_file() and ".stembridge-tmp" not in p.name] == []
 
